@@ -1,0 +1,46 @@
+# srsoup — `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export PIP_NO_CACHE_DIR ?= 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup run test test-all lint format train-tiny eval-tiny demo report bench clean-venv
+
+help:  ## list the targets
+	@grep -hE '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}'
+
+$(BIN)/srsoup: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[dev,cluster]"
+	touch $(BIN)/srsoup
+
+setup: $(BIN)/srsoup  ## create .venv and install srsoup with dev and cluster extras (idempotent; CPU torch 2.13.0 first)
+
+run: setup  ## the default experiment: embedded model, colourfulness vs compressibility, SRSoup over 6 weights (ARGS=overrides)
+	$(BIN)/srsoup run $(ARGS)
+
+test: setup  ## the test suite without slow and GPU tests (what CI runs)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider $(ARGS)
+
+test-all: setup  ## every test, slow ones included (GPU tests skip without CUDA)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "" $(ARGS)
+
+lint: setup  ## ruff check and format check
+	$(BIN)/ruff check srsoup tests scripts
+	$(BIN)/ruff format --check srsoup tests scripts
+
+format: setup  ## apply ruff's formatting and import order
+	$(BIN)/ruff check --fix srsoup tests scripts
+	$(BIN)/ruff format srsoup tests scripts
+
+train-tiny: setup  ## retrain the embedded model from scratch (~45 min on 2 CPU cores) into srsoup/tiny/weights
+	$(BIN)/python scripts/train_tiny_t2i.py --out srsoup/tiny/weights $(ARGS)
+
+eval-tiny: setup  ## prompt adherence of the embedded model on held-out and seen combinations
+	$(BIN)/python scripts/eval_tiny_t2i.py $(ARGS)

@@ -1,0 +1,177 @@
+"""DDIM backbones: SD1.5-style models (UNet2DConditionModel + CLIPTextModel + optional VAE) and the embedded one.
+
+The step distribution comes from diffusers' ``DDIMScheduler.step`` with η (DESIGN §1): μ is its
+``prev_sample`` with zero variance noise and σ the difference that unit noise makes, so the schedule is never
+re-derived by hand. The embedded model is the same code without a VAE (pixel space, decode = rescale).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from srsoup.backbones.base import Backbone, StepDistribution, hub_error, resolve_pretrained
+from srsoup.errors import SrsoupError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PromptCond:
+    """Text conditioning for one prompt: the CFG pair stacked as [uncond, cond]."""
+
+    hidden: torch.Tensor  # [2, tokens, dim]
+    extra: dict | None = None  # model-specific added conditioning (SDXL), same stacking
+
+
+class DDIMBackbone(Backbone):
+    """UNet2DConditionModel with classifier-free guidance under a DDIM(η) scheduler."""
+
+    def __init__(self, *, unet, text_encoder, tokenizer, scheduler, vae=None, eta: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.unet = unet.to(self.device).eval()
+        self.text_encoder = text_encoder.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.scheduler = scheduler
+        self.vae = vae.to(self.device).eval() if vae is not None else None
+        self.eta = eta
+        self.timesteps: list[int] = []
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained: str,
+        *,
+        revision: str | None = None,
+        device: torch.device,
+        dtype: torch.dtype,
+        cfg_scale: float,
+        chunk_size: int = 64,
+        eta: float = 1.0,
+        local_files_only: bool | None = None,
+        **scheduler_overrides,
+    ) -> DDIMBackbone:
+        """Load each component from a diffusers-layout folder or hub id (``vae/`` only if the folder has one)."""
+        from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+        from transformers import AutoTokenizer, CLIPTextModel
+
+        path, local = resolve_pretrained(pretrained, revision)
+        kw = dict(revision=None if local else revision, local_files_only=local_files_only or local)
+        try:
+            index = _load_index(path, kw)
+            unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype, **kw)
+            text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", dtype=dtype, **kw)
+            tokenizer = AutoTokenizer.from_pretrained(path, subfolder="tokenizer", **kw)
+            scheduler = DDIMScheduler.from_pretrained(path, subfolder="scheduler", **kw)
+            vae = None
+            if "vae" in index:
+                vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype, **kw)
+        except Exception as err:  # noqa: BLE001 - any loading failure becomes one actionable line
+            if local:
+                raise SrsoupError(f"model folder {pretrained!r} is incomplete or unreadable: {err}".splitlines()[0]) from None
+            raise hub_error(pretrained, revision, err) from None
+        if scheduler_overrides:
+            scheduler = DDIMScheduler.from_config(scheduler.config, **scheduler_overrides)
+        return cls(
+            unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler, vae=vae, eta=eta,
+            device=device, dtype=dtype, cfg_scale=cfg_scale, chunk_size=chunk_size,
+        )
+
+    # --- set-up -------------------------------------------------------------------------------------------
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        size = self.unet.config.sample_size
+        return (self.unet.config.in_channels, size, size)
+
+    def set_steps(self, num_steps: int) -> list[float]:
+        self.scheduler.set_timesteps(num_steps)
+        self.timesteps = [int(t) for t in self.scheduler.timesteps]
+        return [float(t) for t in self.timesteps]
+
+    @torch.inference_mode()
+    def encode_prompt(self, prompt: str) -> PromptCond:
+        ids = self._tokenize(["", prompt])
+        hidden = self.text_encoder(ids.to(self.device)).last_hidden_state
+        return PromptCond(hidden=hidden.to(self.dtype))
+
+    def _tokenize(self, prompts: list[str]) -> torch.Tensor:
+        tok = self.tokenizer
+        ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                  return_tensors="pt").input_ids
+        unk = getattr(tok, "unk_token_id", None)
+        if unk is not None and unk != tok.pad_token_id and (ids == unk).any():
+            words = [w for p in prompts for w in p.split() if unk in tok(w, add_special_tokens=False).input_ids]
+            log.warning("words outside the model's vocabulary are ignored: %s", ", ".join(words) or "?")
+        return ids
+
+    # --- per step -----------------------------------------------------------------------------------------
+    def _cfg_eps(self, x: torch.Tensor, t: int, cond: PromptCond) -> torch.Tensor:
+        """CFG noise prediction, chunked; the uncond/cond pair of an item is one doubled batch and one eval."""
+        out = torch.empty_like(x)
+        for sl in self._chunks(len(x)):
+            xs = x[sl]
+            n = len(xs)
+            model_in = torch.cat([xs, xs]).to(self.dtype)
+            hidden = cond.hidden.repeat_interleave(n, dim=0)
+            kwargs = {}
+            if cond.extra:
+                kwargs["added_cond_kwargs"] = {k: v.repeat_interleave(n, dim=0) for k, v in cond.extra.items()}
+            pred = self.unet(model_in, t, encoder_hidden_states=hidden, **kwargs).sample.float()
+            uncond, text = pred[:n], pred[n:]
+            out[sl] = uncond + self.cfg_scale * (text - uncond)
+            self.denoiser_evals += n
+        return out
+
+    @torch.inference_mode()
+    def step_distribution(self, x: torch.Tensor, step: int, cond: PromptCond) -> StepDistribution:
+        t = self.timesteps[step]
+        eps = self._cfg_eps(x, t, cond)
+        zeros = torch.zeros_like(x)
+        mean = self.scheduler.step(eps, t, x, eta=self.eta, variance_noise=zeros).prev_sample
+        # σ is the scheduler's own std_dev_t: the shift that unit variance noise makes to prev_sample.
+        unit = self.scheduler.step(eps[:1], t, x[:1], eta=self.eta, variance_noise=torch.ones_like(x[:1]))
+        sigma = (unit.prev_sample - mean[:1]).mean()
+        return StepDistribution(mean=mean, sigma=sigma, timestep=float(t))
+
+    @torch.inference_mode()
+    def candidate_x0(self, x_next: torch.Tensor, step: int, cond: PromptCond) -> torch.Tensor:
+        if step + 1 >= len(self.timesteps):
+            return x_next  # the last step's candidates are final samples: decoded directly (DESIGN §1)
+        t_next = self.timesteps[step + 1]
+        eps = self._cfg_eps(x_next, t_next, cond)
+        return self.scheduler.step(eps, t_next, x_next, eta=0.0).pred_original_sample
+
+    @torch.inference_mode()
+    def decode(self, x0: torch.Tensor) -> torch.Tensor:
+        if self.vae is None:
+            return ((x0.float() + 1) / 2).clamp(0, 1)
+        images = []
+        scale = self.vae.config.scaling_factor
+        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
+        for sl in self._chunks(len(x0)):
+            z = (x0[sl] / scale + shift).to(self.dtype)
+            images.append(((self.vae.decode(z).sample.float() + 1) / 2).clamp(0, 1))
+        return torch.cat(images)
+
+
+def _load_index(path: str, kw: dict) -> dict:
+    """``model_index.json`` of a diffusers folder or hub repo, to know which components it has."""
+    import json
+    from pathlib import Path
+
+    if Path(path).is_dir():
+        return json.loads((Path(path) / "model_index.json").read_text())
+    from huggingface_hub import hf_hub_download
+
+    return json.loads(Path(hf_hub_download(path, "model_index.json", **kw)).read_text())
+
+
+def load_embedded(**kwargs) -> DDIMBackbone:
+    """The model shipped inside the package (``model=tiny``)."""
+    from srsoup.tiny import WEIGHTS_DIR
+
+    if not (WEIGHTS_DIR / "model_index.json").exists():
+        raise SrsoupError(f"the embedded weights are missing from {WEIGHTS_DIR.name}/; reinstall srsoup")
+    return DDIMBackbone.from_pretrained(str(WEIGHTS_DIR), **kwargs)

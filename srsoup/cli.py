@@ -1,0 +1,81 @@
+"""``srsoup run [overrides]`` (Hydra) and ``srsoup report DIR...``: parse the subcommand and hand over."""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: srsoup <command> [args]
+
+Sample Reward Soups: multi-reward guidance sweeps for text-to-image diffusion.
+
+commands:
+  run      sweep the preference weights and save images, rewards.csv, trace.csv, summary.json
+           (Hydra: `srsoup run model=sd15 guidance=weighted_sum`, `-m` for sweeps, `--help` for options)
+  report   Pareto fronts, hypervolume and image grids from run or sweep dirs (`srsoup report --help`)
+"""
+
+_state = {"task_started": False}
+
+
+def _run(argv: list[str]) -> int:
+    import hydra
+    from omegaconf import DictConfig
+
+    from srsoup.config import register_configs
+    from srsoup.errors import SrsoupError
+
+    register_configs()
+
+    @hydra.main(config_path="conf", config_name="config", version_base="1.3")
+    def task(cfg: DictConfig) -> None:
+        from srsoup import runner
+
+        _state["task_started"] = True
+        try:
+            runner.run(cfg)
+        except SrsoupError as err:
+            from hydra.core.hydra_config import HydraConfig
+
+            if HydraConfig.get().mode.name == "MULTIRUN":
+                raise  # let the launcher mark this job failed and go on with the others
+            print(f"srsoup: error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    sys.argv = ["srsoup run", *argv]
+    try:
+        task()
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        # Hydra exits 1 on composition errors (unknown option, bad override): those are usage errors.
+        return 2 if code == 1 and not _state["task_started"] else code
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "run":
+        return _run(rest)
+    if command == "report":
+        from srsoup.report import main as report_main
+
+        return report_main(rest)
+    if command in ("--version", "version"):
+        from srsoup import __version__
+
+        print(f"srsoup {__version__}")
+        return 0
+    print(f"srsoup: error: unknown command {command!r}; valid: run, report (see srsoup --help)", file=sys.stderr)
+    return 2
+
+
+def console_main() -> None:
+    """Entry point of the ``srsoup`` console script."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    console_main()

@@ -1,0 +1,144 @@
+"""Sample Reward Soups (Yao, Pan, Fu, Tsang, ICLR 2026): share anchor chains' rewards in the early steps.
+
+Soup phase (steps in [soup_start_step, soup_end_step)): only the M anchor chains (one-hot weights) draw
+candidates, each around its own μ_m with the step's shared noise {ε_k}, scored by its own reward only. Every
+other chain w reuses the anchors' normalized rewards with corrected directions ε̃_{m,k} and moves by
+g(w) = Σ_m w_m Σ_k z_{m,k}·ε̃_{m,k}, ĝ = √d·g/‖g‖, x' = μ_w + σ·ĝ — zero reward queries of its own.
+Outside the window every chain is a weighted-sum chain. Anchors always step exactly as single-reward guidance.
+
+Mean corrections (DESIGN §1): ``reference`` ε̃ = ε_k + (μ_m − μ_w), rescaled per candidate to norm √d (the
+paper's code); ``exact`` ε̃ = ε_k + (μ_m − μ_w)/σ, so μ_w + σ·ε̃ is the anchor's candidate itself; ``off``.
+``switch=adaptive`` (beyond the paper) lets each chain leave the soup once its per-dimension Bhattacharyya
+coefficient to an anchor it weighs falls below ``switch_threshold``, instead of one fixed step for all.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from srsoup.guidance.base import Plan
+from srsoup.guidance.steps import StepContext, bhattacharyya
+from srsoup.guidance.weighted_sum import WeightedSum
+
+MEAN_CORRECTIONS = ("reference", "exact", "off")
+SWITCHES = ("fixed", "adaptive")
+
+
+def corrected_directions(
+    eps: torch.Tensor, anchor_mean: torch.Tensor, chain_mean: torch.Tensor, sigma: torch.Tensor, mode: str
+) -> torch.Tensor:
+    """ε̃_{m,k} for a chain reusing anchor m's candidates [K, ...] (DESIGN §1, mean_correction)."""
+    if mode == "off":
+        return eps
+    shift = anchor_mean - chain_mean
+    if mode == "exact":
+        return eps + shift / sigma
+    if mode == "reference":
+        tilde = eps + shift
+        flat = tilde.flatten(1)
+        d = flat.shape[1]
+        # Per-candidate rescale to norm √d, no epsilon, as the reference code.
+        return (flat * (d**0.5) / flat.norm(dim=1, keepdim=True)).view_as(eps)
+    raise ValueError(f"guidance.mean_correction={mode!r}; valid: {', '.join(MEAN_CORRECTIONS)}")
+
+
+class SRSoup(WeightedSum):
+    name = "srsoup"
+
+    def __init__(
+        self,
+        *,
+        soup_start_step: int = 0,
+        soup_end_step: int = 20,
+        mean_correction: str = "reference",
+        switch: str = "fixed",
+        switch_threshold: float = 0.5,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if mean_correction not in MEAN_CORRECTIONS:
+            raise ValueError(f"guidance.mean_correction={mean_correction!r}; valid: {', '.join(MEAN_CORRECTIONS)}")
+        if switch not in SWITCHES:
+            raise ValueError(f"guidance.switch={switch!r}; valid: {', '.join(SWITCHES)}")
+        self.soup_start_step = soup_start_step
+        self.soup_end_step = soup_end_step
+        self.mean_correction = mean_correction
+        self.switch = switch
+        self.switch_threshold = switch_threshold
+        self.anchors: dict[int, int] = {}
+        self._left: set[int] = set()
+
+    def setup(self, weights: torch.Tensor, reward_names: list[str]) -> None:
+        super().setup(weights, reward_names)
+        self.anchors = {}
+        for m in range(weights.shape[1]):
+            rows = [c for c, w in enumerate(weights) if w[m] == 1 and (w > 0).sum() == 1]
+            if not rows:
+                raise ValueError(f"the weight grid has no anchor (one-hot weight) for reward {reward_names[m]!r}")
+            self.anchors[m] = rows[0]
+
+    def start_group(self) -> None:
+        self._left = set()
+
+    def in_window(self, step: int) -> bool:
+        return self.soup_start_step <= step < self.soup_end_step
+
+    def soup_chains(self, step: int) -> list[int]:
+        """Non-anchor chains that reuse the anchors' rewards at this step."""
+        if not self.in_window(step):
+            return []
+        anchor_rows = set(self.anchors.values())
+        return [c for c in range(len(self.weights)) if c not in anchor_rows and c not in self._left]
+
+    def candidate_plan(self, step: int, num_steps: int) -> list[tuple[int, torch.Tensor]]:
+        soup = set(self.soup_chains(step))
+        return [(c, w > 0) for c, w in enumerate(self.weights) if c not in soup]
+
+    def phase(self, step: int, num_steps: int) -> str:
+        return "soup" if self.in_window(step) else "weighted_sum"
+
+    def plan(self, num_steps: int) -> Plan:
+        if self.switch == "fixed":
+            return super().plan(num_steps)
+        # Adaptive: a chain may leave the soup at any step; the bound is that no chain ever joins it.
+        saved = self.soup_end_step
+        self.soup_end_step = self.soup_start_step
+        try:
+            bound = super().plan(num_steps)
+        finally:
+            self.soup_end_step = saved
+        bound.exact = False
+        return bound
+
+    def _update_switch(self, ctx: StepContext) -> None:
+        if self.switch != "adaptive" or not self.in_window(ctx.step):
+            return
+        mean, sigma = ctx.dist.mean, ctx.dist.sigma
+        for c in self.soup_chains(ctx.step):
+            bcs = [bhattacharyya(mean[a], mean[c], sigma) for m, a in self.anchors.items() if self.weights[c, m] > 0]
+            if bcs and min(bcs) < self.switch_threshold:
+                self._left.add(c)
+
+    def step(self, ctx: StepContext) -> torch.Tensor:
+        self._update_switch(ctx)
+        soup = self.soup_chains(ctx.step)
+        drawers = self.candidate_plan(ctx.step, ctx.num_steps)
+        eps, z = self.draw_and_score(ctx, drawers)
+        mean, sigma = ctx.dist.mean, ctx.dist.sigma
+        in_window = self.in_window(ctx.step)
+        g = torch.zeros_like(mean)
+        phases = []
+        for c in range(len(self.weights)):
+            if c in soup:
+                for m, w in enumerate(self.weights[c].tolist()):
+                    if w > 0:
+                        a = self.anchors[m]
+                        tilde = corrected_directions(eps, mean[a], mean[c], sigma, self.mean_correction)
+                        g[c] += w * torch.tensordot(z[(a, m)].to(tilde), tilde, dims=1)
+                phases.append("soup")
+            else:
+                is_anchor = c in self.anchors.values()
+                g[c] = self.weighted_gradient(c, eps, z, top_k=in_window and is_anchor)
+                phases.append(("soup_anchor" if is_anchor else "weighted_sum") if in_window else "weighted_sum")
+        ctx.stats.phase = phases
+        return ctx.move(mean, g)

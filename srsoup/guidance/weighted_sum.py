@@ -1,0 +1,91 @@
+"""Weighted-sum search-gradient guidance (the baseline): every chain draws and scores its own candidates.
+
+For chain w: x_{w,k} = μ_w + σ·ε_k (one noise set per step shared by all chains), scored by each reward with
+w_m > 0; z_m = normalize(r_m) per reward; g = Σ_m w_m Σ_k z_{m,k}·ε_k; x' = μ_w + σ·√d·g/‖g‖ (DESIGN §1).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from srsoup.guidance.base import Guidance
+from srsoup.guidance.steps import NORMALIZERS, StepContext, compress_trick, keep_top, normalize_rewards
+
+
+class WeightedSum(Guidance):
+    name = "weighted_sum"
+
+    def __init__(
+        self,
+        *,
+        num_candidates: int = 16,
+        normalize: str = "zscore",
+        antithetic: bool = False,
+        compress_tricks: bool = False,
+        compress_reward: str = "jpeg_compressibility",
+        compress_target_kb: float = 15.0,
+        compress_top_fraction: float = 1 / 6,
+        **kwargs,
+    ):
+        super().__init__(num_candidates=num_candidates, **kwargs)
+        if normalize not in NORMALIZERS:
+            raise ValueError(f"guidance.normalize={normalize!r}; valid: {', '.join(NORMALIZERS)}")
+        self.normalize = normalize
+        self.antithetic = antithetic
+        self.compress_tricks = compress_tricks
+        self.compress_reward = compress_reward
+        self.compress_target_kb = compress_target_kb
+        self.compress_top_fraction = compress_top_fraction
+
+    def candidate_plan(self, step: int, num_steps: int) -> list[tuple[int, torch.Tensor]]:
+        return [(c, w > 0) for c, w in enumerate(self.weights)]
+
+    # --- shared by the subclasses --------------------------------------------------------------------------
+    def draw_and_score(self, ctx: StepContext, drawers: list[tuple[int, torch.Tensor]]):
+        """Candidates μ_c + σ·ε_k for each drawing chain; returns the noise set and z[(chain, reward)] → [K]."""
+        k = self.num_candidates
+        eps = ctx.noise(k, self.antithetic)
+        if not drawers:
+            return eps, {}
+        chains = torch.tensor([c for c, _ in drawers])
+        candidates = (ctx.dist.mean[chains].unsqueeze(1) + ctx.dist.sigma * eps.unsqueeze(0)).flatten(0, 1)
+        owner = chains.repeat_interleave(k)
+        mask = torch.stack([m for _, m in drawers]).repeat_interleave(k, dim=0)
+        scores = ctx.score(candidates, owner, mask).view(len(drawers), k, -1)
+        z = {}
+        for i, (c, m_mask) in enumerate(drawers):
+            for m in m_mask.nonzero().flatten().tolist():
+                name = self.reward_names[m]
+                r = scores[i, :, m]
+                ctx.record(c, name, r)
+                z[(c, m)] = self._normalize(r, name)
+        return eps, z
+
+    def _normalize(self, r: torch.Tensor, name: str) -> torch.Tensor:
+        z = normalize_rewards(r, self.normalize)
+        if self.compress_tricks and name == self.compress_reward:
+            z = compress_trick(z, r, self.compress_target_kb, self.normalize)
+        return z
+
+    def top_k(self, z: torch.Tensor, name: str) -> torch.Tensor:
+        """The reference's anchor trick for compressibility: keep the top K/6 weights (off by default)."""
+        if self.compress_tricks and name == self.compress_reward:
+            return keep_top(z, int(self.num_candidates * self.compress_top_fraction))
+        return z
+
+    def weighted_gradient(self, chain: int, eps: torch.Tensor, z: dict, top_k: bool = False) -> torch.Tensor:
+        """g = Σ_m w_m Σ_k z_{m,k}·ε_k for a chain that drew its own candidates."""
+        g = torch.zeros_like(eps[0])
+        for m, w in enumerate(self.weights[chain].tolist()):
+            if w > 0:
+                zm = z[(chain, m)]
+                zm = self.top_k(zm, self.reward_names[m]) if top_k else zm
+                g += w * torch.tensordot(zm.to(eps), eps, dims=1)
+        return g
+
+    def step(self, ctx: StepContext) -> torch.Tensor:
+        drawers = self.candidate_plan(ctx.step, ctx.num_steps)
+        eps, z = self.draw_and_score(ctx, drawers)
+        g = torch.stack([self.weighted_gradient(c, eps, z) for c in range(len(self.weights))])
+        ctx.stats.phase = [self.phase(ctx.step, ctx.num_steps)] * len(self.weights)
+        return ctx.move(ctx.dist.mean, g)

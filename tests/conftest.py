@@ -1,0 +1,66 @@
+"""Shared fixtures: a tiny random-weight model in the embedded layout, config composition, offline hub."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+TOY_UNET = dict(block_out_channels=(8, 16, 16, 16), norm_num_groups=8, cross_attention_dim=16,
+                attention_head_dim=2, addition_embed_type_num_heads=2)
+TOY_TEXT = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+
+
+@pytest.fixture(scope="session")
+def toy_model_dir(tmp_path_factory):
+    """A random-weight model in the embedded model's diffusers layout, small enough to run in milliseconds."""
+    from srsoup.tiny.components import (
+        build_scheduler,
+        build_text_encoder,
+        build_tokenizer,
+        build_unet,
+        save_pipeline_folder,
+    )
+
+    torch.manual_seed(0)
+    tok = build_tokenizer()
+    out = tmp_path_factory.mktemp("toy_model")
+    save_pipeline_folder(out, build_unet(**TOY_UNET), build_text_encoder(tok, **TOY_TEXT), tok, build_scheduler(),
+                         dtype=torch.float32)
+    return out
+
+
+@pytest.fixture(scope="session")
+def toy_backbone(toy_model_dir):
+    from srsoup.backbones.ddim import DDIMBackbone
+
+    return DDIMBackbone.from_pretrained(str(toy_model_dir), device=torch.device("cpu"), dtype=torch.float32,
+                                        cfg_scale=3.0, chunk_size=16)
+
+
+def compose(*overrides: str):
+    """The run config as `srsoup run` composes it, with these overrides."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    from srsoup.config import register_configs
+
+    register_configs()
+    with initialize_config_module("srsoup.conf", version_base="1.3"):
+        return hydra_compose("config", overrides=list(overrides))
+
+
+@pytest.fixture
+def toy_cfg(toy_model_dir):
+    """Compose a fast run on the toy model: 4 steps, K=3, one prompt, progress bars off."""
+
+    def make(*overrides: str):
+        base = [f"model.pretrained={toy_model_dir}", "sampler.steps=4", "guidance.num_candidates=3",
+                "prompts.texts=[a red circle on a blue background]", "progress=false", "device=cpu"]
+        return compose(*base, *overrides)
+
+    return make

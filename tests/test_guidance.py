@@ -1,0 +1,170 @@
+"""The algorithm of DESIGN §1 on tiny components: exact counts, equivalences, corrections, fallbacks, budget."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from srsoup.guidance import METHODS
+from srsoup.guidance.srsoup import corrected_directions
+from srsoup.guidance.steps import normalize_rewards, step_noise
+from srsoup.rewards.base import CountingReward
+from srsoup.rewards.colorfulness import Colorfulness
+from srsoup.rewards.jpeg import JpegCompressibility
+from srsoup.runner import weight_grid
+from srsoup.sampling import sample_group
+
+
+def brightness(images, prompts):
+    return images.mean(dim=(1, 2, 3))
+
+
+REWARD_FNS = {"colorfulness": Colorfulness(), "jpeg_compressibility": JpegCompressibility(), "brightness": brightness}
+
+
+def run_group(backbone, method, names, weights, steps, seed=0, **kwargs):
+    rewards = {n: CountingReward(n, REWARD_FNS[n], chunk_size=7) for n in names}
+    g = METHODS[method](**kwargs)
+    g.setup(torch.tensor(weights, dtype=torch.float64), names)
+    evals_before = backbone.denoiser_evals
+    result = sample_group(backbone=backbone, method=g, rewards=rewards, prompt="a red circle on a blue background",
+                          seed=seed, num_steps=steps, progress=False)
+    return result, g, backbone.denoiser_evals - evals_before, rewards
+
+
+CASES = [  # (T, K, S, divisions, M)
+    (4, 3, 2, 2, 2),
+    (5, 2, 3, 5, 2),
+    (3, 4, 1, 1, 2),
+    (4, 2, 2, None, 3),
+]
+
+
+@pytest.mark.parametrize("T,K,S,div,M", CASES)
+@pytest.mark.parametrize("method", ["weighted_sum", "srsoup"])
+def test_exact_counts_multi_reward(toy_backbone, method, T, K, S, div, M):
+    names = list(REWARD_FNS)[:M]
+    weights = weight_grid(None, div, names)
+    L = len(weights)
+    nz = sum(sum(1 for x in w if x > 0) for w in weights)
+    result, g, evals, rewards = run_group(toy_backbone, method, names, weights, T, num_candidates=K,
+                                          soup_end_step=S)
+    if method == "weighted_sum":
+        q, e = T * K * nz, T * L + (T - 1) * L * K
+    else:
+        q, e = S * M * K + (T - S) * K * nz, T * L + S * M * K + (T - 1 - S) * L * K
+    plan = g.plan(T)
+    assert plan.reward_queries == q and plan.denoiser_evals == e
+    assert int(result.queries.sum()) == q == sum(r.queries for r in rewards.values())
+    assert int(result.evals.sum()) == e == evals
+    assert sum(result.queries_by_reward.values()) == q
+    assert plan.reward_queries_by_reward == result.queries_by_reward
+    if method == "srsoup":
+        # Per-chain attribution: non-anchor chains query nothing in the soup phase.
+        anchors = [i for i, w in enumerate(weights) if max(w) == 1]
+        for c, w in enumerate(weights):
+            expected = K * sum(1 for x in w if x > 0) * ((T - S) + (S if c in anchors else 0))
+            assert int(result.queries[c]) == expected
+
+
+@pytest.mark.parametrize("T,K", [(4, 3), (6, 2), (1, 5)])
+def test_exact_counts_single_and_none(toy_backbone, T, K):
+    result, _, evals, _ = run_group(toy_backbone, "single", ["colorfulness"], [[1.0]], T, num_candidates=K)
+    assert int(result.queries.sum()) == T * K
+    assert int(result.evals.sum()) == evals == T + (T - 1) * K
+    result, _, evals, _ = run_group(toy_backbone, "none", ["colorfulness"], [[0.0]], T)
+    assert int(result.queries.sum()) == 0 and evals == T
+
+
+def test_anchor_chains_equal_single_guidance(toy_backbone, monkeypatch):
+    # One item per forward pass, so batch composition cannot change float rounding: equality is exact.
+    monkeypatch.setattr(toy_backbone, "chunk_size", 1)
+    names = ["colorfulness", "jpeg_compressibility"]
+    weights = weight_grid(None, 2, names)  # [[0,1],[.5,.5],[1,0]]
+    soup, *_ = run_group(toy_backbone, "srsoup", names, weights, 5, seed=3, num_candidates=4, soup_end_step=3)
+    for m in range(len(names)):
+        onehot = [1.0 if i == m else 0.0 for i in range(2)]
+        single, *_ = run_group(toy_backbone, "single", names, [onehot], 5, seed=3, num_candidates=4)
+        assert torch.equal(soup.images[weights.index(onehot)], single.images[0])
+    # ... and the middle chain is a different image: it was steered by both rewards.
+    assert not torch.allclose(soup.images[1], soup.images[0], atol=1e-3)
+
+
+def test_weighted_sum_with_one_reward_equals_single(toy_backbone):
+    ws, *_ = run_group(toy_backbone, "weighted_sum", ["colorfulness"], [[1.0]], 4, seed=1, num_candidates=3)
+    single, *_ = run_group(toy_backbone, "single", ["colorfulness"], [[1.0]], 4, seed=1, num_candidates=3)
+    assert torch.equal(ws.images, single.images)
+
+
+def test_constant_reward_falls_back_to_plain_sampling(toy_backbone):
+    REWARD_FNS["constant"] = lambda images, prompts: torch.full((len(images),), 2.5)
+    try:
+        guided, *_ = run_group(toy_backbone, "single", ["constant"], [[1.0]], 4, seed=2, num_candidates=3)
+        plain, *_ = run_group(toy_backbone, "none", ["constant"], [[0.0]], 4, seed=2)
+    finally:
+        del REWARD_FNS["constant"]
+    assert torch.equal(guided.images, plain.images)
+
+
+@pytest.mark.parametrize("name", ["brightness", "colorfulness"])
+def test_search_gradient_raises_reward_over_plain_sampling(toy_backbone, name):
+    gains = []
+    for seed in range(3):
+        guided, *_ = run_group(toy_backbone, "single", [name], [[1.0]], 5, seed=seed, num_candidates=6)
+        plain, *_ = run_group(toy_backbone, "none", [name], [[0.0]], 5, seed=seed)
+        gains.append(float(REWARD_FNS[name](guided.images, None) - REWARD_FNS[name](plain.images, None)))
+    assert all(g > 0 for g in gains), gains
+
+
+def test_mean_correction_exact_reproduces_anchor_candidates():
+    torch.manual_seed(0)
+    eps = torch.randn(5, 3, 4, 4)
+    mu_m, mu_w, sigma = torch.randn(3, 4, 4), torch.randn(3, 4, 4), torch.tensor(0.37)
+    tilde = corrected_directions(eps, mu_m, mu_w, sigma, "exact")
+    torch.testing.assert_close(mu_w + sigma * tilde, mu_m + sigma * eps)
+
+
+def test_mean_correction_reference_matches_design_on_hand_tensors():
+    eps = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]], [[[0.0, -2.0], [0.0, 0.0]]]])  # K=2, d=4
+    mu_m = torch.tensor([[[0.0, 0.0], [3.0, 0.0]]])
+    mu_w = torch.tensor([[[0.0, 0.0], [1.0, 0.0]]])  # μ_m − μ_w = 2 at position (1, 0)
+    tilde = corrected_directions(eps, mu_m, mu_w, torch.tensor(0.5), "reference")
+    # ε̃_1 = (1,0,2,0) → ×√4/√5; ε̃_2 = (0,−2,2,0) → ×2/√8 (σ plays no part in the reference correction).
+    expected = torch.tensor([[[[1.0, 0.0], [2.0, 0.0]]], [[[0.0, -2.0], [2.0, 0.0]]]])
+    expected[0] *= 2 / math.sqrt(5)
+    expected[1] *= 2 / math.sqrt(8)
+    torch.testing.assert_close(tilde, expected)
+    assert torch.equal(corrected_directions(eps, mu_m, mu_w, torch.tensor(0.5), "off"), eps)
+
+
+def test_normalizers():
+    r = torch.tensor([1.0, 2.0, 4.0, 7.0])
+    z = normalize_rewards(r, "zscore")
+    assert abs(float(z.mean())) < 1e-6 and abs(float(z.std(unbiased=False)) - 1) < 1e-6
+    assert torch.equal(normalize_rewards(r, "rank"), torch.tensor([-1.0, -1 / 3, 1 / 3, 1.0]))
+    assert torch.allclose(normalize_rewards(r, "tanh"), torch.tanh(z))
+    assert torch.allclose(normalize_rewards(r, "minmax"), torch.tensor([0.0, 1 / 6, 0.5, 1.0]))
+    for method in ("zscore", "tanh", "minmax", "rank"):
+        assert torch.equal(normalize_rewards(torch.full((5,), 3.0), method), torch.zeros(5))
+
+
+def test_step_noise_is_keyed_by_seed_and_step_and_antithetic():
+    a, b = step_noise(7, 3, 4, (2, 2)), step_noise(7, 3, 6, (2, 2))
+    assert torch.equal(a, b[:4])  # ε_1..ε_4 do not depend on K
+    assert not torch.equal(a, step_noise(7, 4, 4, (2, 2)))
+    anti = step_noise(7, 3, 4, (2, 2), antithetic=True)
+    assert torch.equal(anti[2:], -anti[:2])
+
+
+def test_trace_reports_phases_and_bhattacharyya(toy_backbone):
+    names = ["colorfulness", "jpeg_compressibility"]
+    weights = weight_grid(None, 2, names)
+    result, *_ = run_group(toy_backbone, "srsoup", names, weights, 4, num_candidates=2, soup_end_step=2)
+    rows = [r for r in result.trace if r["weight_idx"] == 1]
+    assert [r["phase"] for r in rows] == ["soup", "soup", "weighted_sum", "weighted_sum"]
+    assert all(0 <= r["bc_colorfulness"] <= 1 for r in rows)
+    anchor = [r for r in result.trace if r["weight_idx"] == 2]
+    assert all(r["bc_colorfulness"] == 1.0 for r in anchor)
+    assert math.isnan(rows[0]["reward_mean_colorfulness"]) and not math.isnan(rows[2]["reward_mean_colorfulness"])
