@@ -44,3 +44,24 @@ train-tiny: setup  ## retrain the embedded model from scratch (~45 min on 2 CPU 
 
 eval-tiny: setup  ## prompt adherence of the embedded model on held-out and seen combinations
 	$(BIN)/python scripts/eval_tiny_t2i.py $(ARGS)
+
+DEMO_DIR ?= outputs/demo
+demo: setup  ## embedded model: srsoup, weighted_sum and none, then the report (CPU, a few minutes; reruns resume)
+	$(BIN)/srsoup run -m guidance=srsoup,weighted_sum,none hydra.sweep.dir=$(DEMO_DIR) $(ARGS)
+	$(BIN)/srsoup report $(DEMO_DIR)
+
+report: setup  ## report on run or sweep dirs: make report DIRS="outputs/multirun/..."
+	$(BIN)/srsoup report $(DIRS)
+
+bench: setup  ## query efficiency, overhead and memory benchmark on the embedded model (writes bench/)
+	$(BIN)/python scripts/bench.py $(ARGS)
+
+EXPERIMENTS := $(basename $(notdir $(wildcard srsoup/conf/experiment/*.yaml)))
+REPRODUCE := $(addprefix reproduce-,$(EXPERIMENTS))
+.PHONY: $(REPRODUCE)
+reproduce-%: setup  ## paper experiment % on a GPU: srsoup and weighted_sum sweeps, then the report (see srsoup/conf/experiment/)
+	$(BIN)/srsoup run -m experiment=$* guidance=srsoup,weighted_sum device=cuda hydra.sweep.dir=outputs/reproduce/$* $(ARGS)
+	$(BIN)/srsoup report outputs/reproduce/$*
+
+list-experiments:  ## the paper experiments that reproduce-<name> runs
+	@printf '  reproduce-%s\n' $(EXPERIMENTS)

@@ -35,7 +35,7 @@ from srsoup.tiny.grammar import render, sample_scenes
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="output folder (diffusers layout)")
-    p.add_argument("--steps", type=int, default=3600, help="optimizer steps")
+    p.add_argument("--steps", type=int, default=2600, help="optimizer steps")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=200, help="linear warm-up steps before cosine decay")
@@ -44,6 +44,24 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--save-every", type=int, default=250, help="checkpoint interval in steps")
+    p.add_argument(
+        "--init-from", default=None, help="fine-tune the unet and text encoder of this folder instead of a fresh init"
+    )
+    p.add_argument(
+        "--high-noise-frac",
+        type=float,
+        default=0.5,
+        help="fraction of samples whose timestep is drawn from [--high-noise-from, T): the background colour "
+        "is only decided (from the text) at high noise, which uniform timesteps rarely train under a cosine schedule",
+    )
+    p.add_argument("--high-noise-from", type=int, default=850)
+    p.add_argument(
+        "--dc-weight",
+        type=float,
+        default=1.0,
+        help="extra loss on the per-channel mean of the noise prediction, in units of a whole image's pixels: "
+        "makes the global colour (which the text sets) count as much as the rest of the image",
+    )
     p.add_argument(
         "--toy", action="store_true", help="tiny widths for smoke tests (the result is not a usable model)"
     )
@@ -61,10 +79,17 @@ def main(argv=None):
 
     toy = dict(block_out_channels=(8, 16, 16, 16), norm_num_groups=8, cross_attention_dim=16) if args.toy else {}
     tokenizer = build_tokenizer()
-    text_encoder = build_text_encoder(
-        tokenizer, **(dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1) if args.toy else {})
-    )
-    unet = build_unet(sample_size=args.resolution, **toy)
+    if args.init_from:
+        from diffusers import UNet2DConditionModel
+        from transformers import CLIPTextModel
+
+        unet = UNet2DConditionModel.from_pretrained(args.init_from, subfolder="unet", torch_dtype=torch.float32)
+        text_encoder = CLIPTextModel.from_pretrained(args.init_from, subfolder="text_encoder", dtype=torch.float32)
+    else:
+        text_encoder = build_text_encoder(
+            tokenizer, **(dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1) if args.toy else {})
+        )
+        unet = build_unet(sample_size=args.resolution, **toy)
     noise_scheduler = build_scheduler()
     alphas_cumprod = noise_scheduler.alphas_cumprod
     params = [*unet.parameters(), *text_encoder.parameters()]
@@ -101,10 +126,16 @@ def main(argv=None):
         ).input_ids
         noise = torch.randn_like(x0)
         t = torch.randint(0, len(alphas_cumprod), (len(x0),))
+        high = torch.rand(len(x0)) < args.high_noise_frac
+        t[high] = torch.randint(args.high_noise_from, len(alphas_cumprod), (int(high.sum()),))
         a = alphas_cumprod[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         hidden = text_encoder(ids).last_hidden_state
-        loss = F.mse_loss(unet(xt, t, encoder_hidden_states=hidden).sample, noise)
+        pred = unet(xt, t, encoder_hidden_states=hidden).sample
+        loss = F.mse_loss(pred, noise)
+        if args.dc_weight:
+            pixels = pred.shape[-1] * pred.shape[-2]
+            loss = loss + args.dc_weight * pixels * F.mse_loss(pred.mean((2, 3)), noise.mean((2, 3)))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -112,20 +143,37 @@ def main(argv=None):
         sched.step()
         losses.append(loss.item())
         if step % 20 == 0:
-            bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+            bar.set_postfix(
+                loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}", lr=f"{sched.get_last_lr()[0]:.2e}"
+            )
         if (step + 1) % args.save_every == 0 or step + 1 == args.steps:
             tmp = state_path.with_suffix(".tmp")
             torch.save(
-                dict(unet=unet.state_dict(), text_encoder=text_encoder.state_dict(), opt=opt.state_dict(),
-                     sched=sched.state_dict(), step=step + 1, losses=losses),
+                dict(
+                    unet=unet.state_dict(),
+                    text_encoder=text_encoder.state_dict(),
+                    opt=opt.state_dict(),
+                    sched=sched.state_dict(),
+                    step=step + 1,
+                    losses=losses,
+                ),
                 tmp,
             )
             tmp.replace(state_path)
 
     save_pipeline_folder(out, unet, text_encoder, tokenizer, build_scheduler())
     log = dict(
-        steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, resolution=args.resolution,
-        final_loss=sum(losses[-100:]) / max(1, len(losses[-100:])), wall_seconds_this_session=time.time() - t0,
+        init_from=args.init_from,
+        high_noise_frac=args.high_noise_frac,
+        high_noise_from=args.high_noise_from,
+        dc_weight=args.dc_weight,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        resolution=args.resolution,
+        final_loss=sum(losses[-100:]) / max(1, len(losses[-100:])),
+        wall_seconds_this_session=time.time() - t0,
         parameters=sum(p.numel() for p in params),
     )
     (out / "training.json").write_text(json.dumps(log, indent=2) + "\n")

@@ -106,7 +106,10 @@ class RunDir:
             old = json.loads(self.summary_json.read_text()).get("fingerprint")
             if old is not None and old != fingerprint:
                 changed = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
-                return f"run dir {self.path} holds a run with other settings ({', '.join(changed)}); use a new hydra.run.dir"
+                return (
+                    f"run dir {self.path} holds a run with other settings ({', '.join(changed)}); "
+                    "use a new hydra.run.dir"
+                )
         header, _ = _read_rows(self.rewards_csv)
         if header is not None and header != self.reward_columns:
             return f"run dir {self.path} has a rewards.csv with other columns; use a new hydra.run.dir"
@@ -124,9 +127,10 @@ class RunDir:
             counts[key] = counts.get(key, 0) + 1
         done = {k for k, n in counts.items() if n == self.chains}
         kept = [r for r in rows if (int(r["prompt_idx"]), int(r["seed"])) in done]
-        if header is not None and (len(kept) != len(rows) or self.rewards_csv.stat().st_size != len(
-            _csv_text(kept, header, True).encode()
-        )):
+        if header is not None and (
+            len(kept) != len(rows)
+            or self.rewards_csv.stat().st_size != len(_csv_text(kept, header, True).encode())
+        ):
             atomic_write_text(self.rewards_csv, _csv_text(kept, header, True))
         t_header, t_rows = _read_rows(self.trace_csv)
         if t_header is not None:

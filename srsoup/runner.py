@@ -32,8 +32,19 @@ log = logging.getLogger("srsoup")
 
 # The reference code's 13 weights for three rewards (scripts/inference_srsoup_3obj.py).
 PAPER_GRID_3 = [
-    [1, 0, 0], [0, 1, 0], [0, 0, 1], [1 / 3, 1 / 3, 1 / 3], [0.1, 0.1, 0.8], [0.1, 0.8, 0.1], [0.8, 0.1, 0.1],
-    [0.2, 0.2, 0.6], [0.2, 0.6, 0.2], [0.6, 0.2, 0.2], [0.4, 0.4, 0.2], [0.4, 0.2, 0.4], [0.2, 0.4, 0.4],
+    [1, 0, 0],
+    [0, 1, 0],
+    [0, 0, 1],
+    [1 / 3, 1 / 3, 1 / 3],
+    [0.1, 0.1, 0.8],
+    [0.1, 0.8, 0.1],
+    [0.8, 0.1, 0.1],
+    [0.2, 0.2, 0.6],
+    [0.2, 0.6, 0.2],
+    [0.6, 0.2, 0.2],
+    [0.4, 0.4, 0.2],
+    [0.4, 0.2, 0.4],
+    [0.2, 0.4, 0.4],
 ]
 
 
@@ -69,9 +80,15 @@ class RunSpec:
         """What must not change when a run dir is resumed (seeds may be added)."""
         return dict(
             model={k: self.model.get(k) for k in ("name", "pretrained", "revision", "resolution", "vae")},
-            rewards=self.reward_names, eval_rewards=list(self.eval_rewards), method=self.method,
+            rewards=self.reward_names,
+            eval_rewards=list(self.eval_rewards),
+            method=self.method,
             guidance={k: v for k, v in self.guidance.items() if k != "chunk_size"},
-            weights=self.weights, prompts=self.prompts, steps=self.steps, cfg_scale=self.cfg_scale, eta=self.eta,
+            weights=self.weights if self.method != "none" else [],
+            prompts=self.prompts,
+            steps=self.steps,
+            cfg_scale=self.cfg_scale,
+            eta=self.eta,
             dtype=str(self.dtype),
         )
 
@@ -134,9 +151,6 @@ def make_method(method: str, guidance: dict, weights: list[list[float]], names: 
 def build_spec(cfg: DictConfig) -> RunSpec:
     """Check every user choice and work out the plan; raises SrsoupError on the first bad value."""
     c = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-    missing = [k for k in ("budget.max_reward_queries", "prompts.path") if OmegaConf.is_missing(cfg, k)]
-    if missing:
-        raise SrsoupError(f"{missing[0]} must be set (e.g. {missing[0]}=...)")
     model, g = c["model"], dict(c["guidance"])
     method = g["method"]
     if method not in METHODS:
@@ -162,11 +176,15 @@ def build_spec(cfg: DictConfig) -> RunSpec:
     if method != "none" and g["num_candidates"] < 1:
         raise SrsoupError(f"guidance.num_candidates={g['num_candidates']} must be >= 1 (K candidates a step)")
     if g.get("antithetic") and g["num_candidates"] % 2:
-        raise SrsoupError(f"guidance.num_candidates={g['num_candidates']} must be even with guidance.antithetic=true")
+        raise SrsoupError(
+            f"guidance.num_candidates={g['num_candidates']} must be even with guidance.antithetic=true"
+        )
     if g.get("normalize", "zscore") not in NORMALIZERS:
         raise SrsoupError(f"guidance.normalize={g['normalize']!r}; valid: {_choices(NORMALIZERS)}")
     if g.get("mean_correction", "reference") not in MEAN_CORRECTIONS:
-        raise SrsoupError(f"guidance.mean_correction={g['mean_correction']!r}; valid: {_choices(MEAN_CORRECTIONS)}")
+        raise SrsoupError(
+            f"guidance.mean_correction={g['mean_correction']!r}; valid: {_choices(MEAN_CORRECTIONS)}"
+        )
     if g.get("switch", "fixed") not in SWITCHES:
         raise SrsoupError(f"guidance.switch={g['switch']!r}; valid: {_choices(SWITCHES)}")
     if not 0 <= g["soup_start_step"] <= g["soup_end_step"]:
@@ -196,6 +214,10 @@ def build_spec(cfg: DictConfig) -> RunSpec:
     guide = make_method(method, g, plan_weights, names)
     plan = guide.plan(steps)
     budget = c["budget"]["max_reward_queries"]
+    if c["budget"]["fit_candidates"] and budget is None:
+        raise SrsoupError("budget.fit_candidates=true needs a budget: set budget.max_reward_queries=N")
+    if budget is not None and budget < 0:
+        raise SrsoupError(f"budget.max_reward_queries={budget} must be >= 0 (or null for unlimited)")
     fitted_from = None
     if budget is not None and plan.reward_queries > budget:
         if not c["budget"]["fit_candidates"]:
@@ -218,10 +240,25 @@ def build_spec(cfg: DictConfig) -> RunSpec:
         plan = guide.plan(steps)
     config = {k: v for k, v in c.items() if k != "hydra"}
     return RunSpec(
-        model=model, rewards=rewards, eval_rewards=eval_rewards, method=method, guidance=g, weights=weights,
-        prompts=prompts, seeds=seeds, steps=steps, cfg_scale=cfg_scale, eta=float(c["sampler"]["eta"]),
-        chunk_size=chunk_size, device=device, dtype=dtype, budget=budget, plan=plan, fitted_from=fitted_from,
-        progress=bool(c.get("progress", True)), config=config,
+        model=model,
+        rewards=rewards,
+        eval_rewards=eval_rewards,
+        method=method,
+        guidance=g,
+        weights=weights,
+        prompts=prompts,
+        seeds=seeds,
+        steps=steps,
+        cfg_scale=cfg_scale,
+        eta=float(c["sampler"]["eta"]),
+        chunk_size=chunk_size,
+        device=device,
+        dtype=dtype,
+        budget=budget,
+        plan=plan,
+        fitted_from=fitted_from,
+        progress=bool(c.get("progress", True)),
+        config=config,
     )
 
 
@@ -236,20 +273,32 @@ def load_backbone(spec: RunSpec):
 
         if not model.get("pretrained"):
             return load_embedded(eta=spec.eta, **common, **extra)
-        return DDIMBackbone.from_pretrained(model["pretrained"], revision=model.get("revision"), eta=spec.eta,
-                                            **common, **extra)
+        return DDIMBackbone.from_pretrained(
+            model["pretrained"], revision=model.get("revision"), eta=spec.eta, **common, **extra
+        )
     if family == "sdxl":
         from srsoup.backbones.sdxl import SDXLBackbone
 
-        return SDXLBackbone.from_pretrained(model["pretrained"], revision=model.get("revision"),
-                                            vae=model.get("vae"), resolution=model.get("resolution"),
-                                            eta=spec.eta, **common, **extra)
+        return SDXLBackbone.from_pretrained(
+            model["pretrained"],
+            revision=model.get("revision"),
+            vae=model.get("vae"),
+            resolution=model.get("resolution"),
+            eta=spec.eta,
+            **common,
+            **extra,
+        )
     if family == "flow":
         from srsoup.backbones.flow import FlowBackbone
 
-        return FlowBackbone.from_pretrained(model["pretrained"], revision=model.get("revision"),
-                                            noise_level=model.get("noise_level", 0.8),
-                                            resolution=model.get("resolution"), **common, **extra)
+        return FlowBackbone.from_pretrained(
+            model["pretrained"],
+            revision=model.get("revision"),
+            noise_level=model.get("noise_level", 0.8),
+            resolution=model.get("resolution"),
+            **common,
+            **extra,
+        )
     raise SrsoupError(f"model.family={family!r}; valid: ddim, sdxl, flow")
 
 
@@ -267,10 +316,28 @@ def _versions() -> dict[str, str]:
 
 def _columns(spec: RunSpec) -> tuple[list[str], list[str]]:
     names, all_scores = spec.reward_names, [*spec.reward_names, *spec.eval_rewards]
-    reward_cols = ["prompt_idx", "prompt", "seed", "weight_idx", *[f"w_{n}" for n in names],
-                   *[f"r_{n}" for n in all_scores], "image", "reward_queries", "denoiser_evals"]
-    trace_cols = ["prompt_idx", "seed", "weight_idx", "step", "timestep", "phase", "sigma",
-                  *[f"reward_{s}_{n}" for n in names for s in ("mean", "std")], *[f"bc_{n}" for n in names]]
+    reward_cols = [
+        "prompt_idx",
+        "prompt",
+        "seed",
+        "weight_idx",
+        *[f"w_{n}" for n in names],
+        *[f"r_{n}" for n in all_scores],
+        "image",
+        "reward_queries",
+        "denoiser_evals",
+    ]
+    trace_cols = [
+        "prompt_idx",
+        "seed",
+        "weight_idx",
+        "step",
+        "timestep",
+        "phase",
+        "sigma",
+        *[f"reward_{s}_{n}" for n in names for s in ("mean", "std")],
+        *[f"bc_{n}" for n in names],
+    ]
     return reward_cols, trace_cols
 
 
@@ -279,7 +346,9 @@ def summarize(spec: RunSpec, run_dir: RunDir, groups: dict, wall: float, status:
     done = {(int(r["prompt_idx"]), int(r["seed"])) for r in rows}
     by_reward = {n: 0 for n in spec.reward_names}
     for key in done:
-        entry = groups.get(f"p{key[0]:03d}_s{key[1]}") or {"reward_queries_by_reward": spec.plan.reward_queries_by_reward}
+        entry = groups.get(f"p{key[0]:03d}_s{key[1]}") or {
+            "reward_queries_by_reward": spec.plan.reward_queries_by_reward
+        }
         for n, q in entry["reward_queries_by_reward"].items():
             by_reward[n] += q
     p = spec.plan
@@ -305,8 +374,12 @@ def summarize(spec: RunSpec, run_dir: RunDir, groups: dict, wall: float, status:
         "denoiser_evals": sum(int(r["denoiser_evals"]) for r in rows),
         "wall_seconds": round(wall, 3),
         "plan": {
-            "per_group": {"reward_queries": p.reward_queries, "reward_queries_by_reward": p.reward_queries_by_reward,
-                          "denoiser_evals": p.denoiser_evals, "exact": p.exact},
+            "per_group": {
+                "reward_queries": p.reward_queries,
+                "reward_queries_by_reward": p.reward_queries_by_reward,
+                "denoiser_evals": p.denoiser_evals,
+                "exact": p.exact,
+            },
             "phases": p.phases,
             "budget": {"max_reward_queries": spec.budget, "fitted_from_num_candidates": spec.fitted_from},
         },
@@ -334,8 +407,14 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Path:
     if problem:
         raise SrsoupError(problem)
     if spec.fitted_from is not None:
-        log.info("budget: K lowered from %d to %d to fit %d reward queries per group",
-                 spec.fitted_from, spec.guidance["num_candidates"], spec.budget)
+        log.info(
+            "budget: K lowered from %d to %d to fit %d reward queries per group",
+            spec.fitted_from,
+            spec.guidance["num_candidates"],
+            spec.budget,
+        )
+    # Models load before anything is written, so a missing model leaves no half-made run dir.
+    models = load_models(spec)
 
     run_path.mkdir(parents=True, exist_ok=True)
     done = out.repair()
@@ -345,29 +424,54 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Path:
     all_groups = [(p, s) for p in range(len(spec.prompts)) for s in spec.seeds]
     todo = [key for key in all_groups if key not in done]
     if done:
-        log.info("resuming %s: %d of %d groups already complete", run_path, len(all_groups) - len(todo),
-                 len(all_groups))
+        log.info(
+            "resuming %s: %d of %d groups already complete", run_path, len(all_groups) - len(todo), len(all_groups)
+        )
     out.write_summary(summarize(spec, out, groups, wall_before, "partial", len(all_groups)))
     if todo:
-        _run_groups(spec, out, todo, groups, start, wall_before, len(all_groups))
+        try:
+            _run_groups(spec, models, out, todo, groups, start, wall_before, len(all_groups))
+        except BaseException as err:
+            # Complete groups stay committed; the summary says why the rest is missing (reports list it).
+            failed = summarize(spec, out, groups, wall_before + time.time() - start, "failed", len(all_groups))
+            failed["error"] = f"{type(err).__name__}: {err}".splitlines()[0]
+            out.write_summary(failed)
+            raise
     summary = summarize(spec, out, groups, wall_before + time.time() - start, "complete", len(all_groups))
     out.write_summary(summary)
-    msg = (f"srsoup: {summary['images']} images ({len(spec.prompts)} prompts x {len(spec.seeds)} seeds x "
-           f"{len(spec.weights)} weights, {spec.method}) in {run_path}/images; scores in {run_path}/rewards.csv, "
-           f"per-step trace in trace.csv, totals in summary.json ({summary['reward_queries']} reward queries, "
-           f"{summary['denoiser_evals']} denoiser evals)")
+    msg = (
+        f"srsoup: {summary['images']} images ({len(spec.prompts)} prompts x {len(spec.seeds)} seeds x "
+        f"{len(spec.weights)} weights, {spec.method}) in {run_path}/images; scores in {run_path}/rewards.csv, "
+        f"per-step trace in trace.csv, totals in summary.json ({summary['reward_queries']} reward queries, "
+        f"{summary['denoiser_evals']} denoiser evals)"
+    )
     log.info(msg)
     print(msg)
     return run_path
 
 
-def _run_groups(spec: RunSpec, out: RunDir, todo, groups: dict, start: float, wall_before: float, total: int):
+@dataclass
+class Models:
+    backbone: Any
+    rewards: dict[str, CountingReward]  # guided set, counted and charged to the group budget
+    evaluators: dict[str, CountingReward]  # guided set + eval_rewards, scoring final images only
+    budget: QueryBudget
+
+
+def load_models(spec: RunSpec) -> Models:
     backbone = load_backbone(spec)
     budget = QueryBudget(spec.budget)
     fns = build_rewards(spec.rewards, device=str(spec.device), dtype=spec.dtype)
     rewards = {n: CountingReward(n, fn, spec.chunk_size, budget) for n, fn in fns.items()}
     eval_fns = {**fns, **build_rewards(spec.eval_rewards, device=str(spec.device), dtype=spec.dtype)}
     evaluators = {n: CountingReward(n, fn, spec.chunk_size) for n, fn in eval_fns.items()}
+    return Models(backbone, rewards, evaluators, budget)
+
+
+def _run_groups(
+    spec: RunSpec, models: Models, out: RunDir, todo, groups: dict, start: float, wall_before: float, total: int
+):
+    backbone, rewards, evaluators, budget = models.backbone, models.rewards, models.evaluators, models.budget
     names = spec.reward_names
     method_weights = [[0.0] * len(names)] if spec.method == "none" else spec.weights
     method = make_method(spec.method, spec.guidance, method_weights, names)
@@ -377,8 +481,15 @@ def _run_groups(spec: RunSpec, out: RunDir, todo, groups: dict, start: float, wa
         prompt = spec.prompts[prompt_idx]
         bar.set_postfix_str(f"p{prompt_idx:03d} s{seed}")
         budget.reset()
-        result = sample_group(backbone=backbone, method=method, rewards=rewards, prompt=prompt, seed=seed,
-                              num_steps=spec.steps, progress=spec.progress)
+        result = sample_group(
+            backbone=backbone,
+            method=method,
+            rewards=rewards,
+            prompt=prompt,
+            seed=seed,
+            num_steps=spec.steps,
+            progress=spec.progress,
+        )
         scores = {n: ev(result.images, [prompt] * len(result.images)) for n, ev in evaluators.items()}
         images, rows = {}, []
         for w_idx, w in enumerate(spec.weights):
@@ -387,8 +498,9 @@ def _run_groups(spec: RunSpec, out: RunDir, todo, groups: dict, start: float, wa
             row = {"prompt_idx": prompt_idx, "prompt": prompt, "seed": seed, "weight_idx": w_idx}
             row.update({f"w_{n}": float(x) for n, x in zip(names, w)})
             row.update({f"r_{n}": float(s[w_idx]) for n, s in scores.items()})
-            row.update(image=rel, reward_queries=int(result.queries[w_idx]),
-                       denoiser_evals=int(result.evals[w_idx]))
+            row.update(
+                image=rel, reward_queries=int(result.queries[w_idx]), denoiser_evals=int(result.evals[w_idx])
+            )
             rows.append(row)
         trace = [{"prompt_idx": prompt_idx, "seed": seed, **r} for r in result.trace]
         out.commit_group(images, trace, rows)

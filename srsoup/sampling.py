@@ -58,15 +58,28 @@ def sample_group(
     for step in tqdm(range(num_steps), desc="steps", leave=False, disable=not progress, dynamic_ncols=True):
         dist = backbone.step_distribution(x, step, cond)
         ctx = StepContext(
-            backbone=backbone, rewards=rewards, cond=cond, prompt=prompt, seed=seed, step=step,
-            num_steps=num_steps, dist=dist, weights=weights, reward_names=names,
+            backbone=backbone,
+            rewards=rewards,
+            cond=cond,
+            prompt=prompt,
+            seed=seed,
+            step=step,
+            num_steps=num_steps,
+            dist=dist,
+            weights=weights,
+            reward_names=names,
         )
         x = method.step(ctx)
         queries += ctx.stats.queries
         evals += ctx.stats.evals
         for c in range(n_chains):
-            row = {"step": step, "timestep": timesteps[step], "weight_idx": c, "phase": ctx.stats.phase[c],
-                   "sigma": float(dist.sigma)}
+            row = {
+                "step": step,
+                "timestep": timesteps[step],
+                "weight_idx": c,
+                "phase": ctx.stats.phase[c],
+                "sigma": float(dist.sigma),
+            }
             for name in names:
                 row[f"reward_mean_{name}"] = ctx.stats.reward_mean.get((c, name), float("nan"))
                 row[f"reward_std_{name}"] = ctx.stats.reward_std.get((c, name), float("nan"))

@@ -10,8 +10,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-TOY_UNET = dict(block_out_channels=(8, 16, 16, 16), norm_num_groups=8, cross_attention_dim=16,
-                attention_head_dim=2, addition_embed_type_num_heads=2)
+TOY_UNET = dict(
+    block_out_channels=(8, 16, 16, 16),
+    norm_num_groups=8,
+    cross_attention_dim=16,
+    attention_head_dim=2,
+    addition_embed_type_num_heads=2,
+)
 TOY_TEXT = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
 
 
@@ -29,8 +34,14 @@ def toy_model_dir(tmp_path_factory):
     torch.manual_seed(0)
     tok = build_tokenizer()
     out = tmp_path_factory.mktemp("toy_model")
-    save_pipeline_folder(out, build_unet(**TOY_UNET), build_text_encoder(tok, **TOY_TEXT), tok, build_scheduler(),
-                         dtype=torch.float32)
+    save_pipeline_folder(
+        out,
+        build_unet(**TOY_UNET),
+        build_text_encoder(tok, **TOY_TEXT),
+        tok,
+        build_scheduler(),
+        dtype=torch.float32,
+    )
     return out
 
 
@@ -38,8 +49,9 @@ def toy_model_dir(tmp_path_factory):
 def toy_backbone(toy_model_dir):
     from srsoup.backbones.ddim import DDIMBackbone
 
-    return DDIMBackbone.from_pretrained(str(toy_model_dir), device=torch.device("cpu"), dtype=torch.float32,
-                                        cfg_scale=3.0, chunk_size=16)
+    return DDIMBackbone.from_pretrained(
+        str(toy_model_dir), device=torch.device("cpu"), dtype=torch.float32, cfg_scale=3.0, chunk_size=16
+    )
 
 
 def compose(*overrides: str):
@@ -59,8 +71,14 @@ def toy_cfg(toy_model_dir):
     """Compose a fast run on the toy model: 4 steps, K=3, one prompt, progress bars off."""
 
     def make(*overrides: str):
-        base = [f"model.pretrained={toy_model_dir}", "sampler.steps=4", "guidance.num_candidates=3",
-                "prompts.texts=[a red circle on a blue background]", "progress=false", "device=cpu"]
+        base = [
+            f"model.pretrained={toy_model_dir}",
+            "sampler.steps=4",
+            "guidance.num_candidates=3",
+            "prompts.texts=[a red circle on a blue background]",
+            "progress=false",
+            "device=cpu",
+        ]
         return compose(*base, *overrides)
 
     return make

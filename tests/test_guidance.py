@@ -21,7 +21,11 @@ def brightness(images, prompts):
     return images.mean(dim=(1, 2, 3))
 
 
-REWARD_FNS = {"colorfulness": Colorfulness(), "jpeg_compressibility": JpegCompressibility(), "brightness": brightness}
+REWARD_FNS = {
+    "colorfulness": Colorfulness(),
+    "jpeg_compressibility": JpegCompressibility(),
+    "brightness": brightness,
+}
 
 
 def run_group(backbone, method, names, weights, steps, seed=0, **kwargs):
@@ -29,8 +33,15 @@ def run_group(backbone, method, names, weights, steps, seed=0, **kwargs):
     g = METHODS[method](**kwargs)
     g.setup(torch.tensor(weights, dtype=torch.float64), names)
     evals_before = backbone.denoiser_evals
-    result = sample_group(backbone=backbone, method=g, rewards=rewards, prompt="a red circle on a blue background",
-                          seed=seed, num_steps=steps, progress=False)
+    result = sample_group(
+        backbone=backbone,
+        method=g,
+        rewards=rewards,
+        prompt="a red circle on a blue background",
+        seed=seed,
+        num_steps=steps,
+        progress=False,
+    )
     return result, g, backbone.denoiser_evals - evals_before, rewards
 
 
@@ -49,8 +60,9 @@ def test_exact_counts_multi_reward(toy_backbone, method, T, K, S, div, M):
     weights = weight_grid(None, div, names)
     L = len(weights)
     nz = sum(sum(1 for x in w if x > 0) for w in weights)
-    result, g, evals, rewards = run_group(toy_backbone, method, names, weights, T, num_candidates=K,
-                                          soup_end_step=S)
+    result, g, evals, rewards = run_group(
+        toy_backbone, method, names, weights, T, num_candidates=K, soup_end_step=S
+    )
     if method == "weighted_sum":
         q, e = T * K * nz, T * L + (T - 1) * L * K
     else:

@@ -114,7 +114,9 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name not in DTYPES:
         raise SrsoupError(f"dtype={name!r} is not supported; valid: {', '.join(DTYPES)}")
     if name == "fp16" and device.type == "cpu":
-        raise SrsoupError("dtype='fp16' needs a GPU (many fp16 kernels are missing on CPU); valid on CPU: fp32, bf16")
+        raise SrsoupError(
+            "dtype='fp16' needs a GPU (many fp16 kernels are missing on CPU); valid on CPU: fp32, bf16"
+        )
     return DTYPES[name]
 
 
@@ -129,7 +131,9 @@ def resolve_pretrained(pretrained: str, revision: str | None) -> tuple[str, bool
         return expanded, True
     looks_like_path = expanded.startswith((".", "/", "~")) or expanded.count("/") != 1 or os.sep == "\\"
     if looks_like_path:
-        raise SrsoupError(f"model path {pretrained!r} does not exist (expected a diffusers folder or a hub id org/name)")
+        raise SrsoupError(
+            f"model path {pretrained!r} does not exist (expected a diffusers folder or a hub id org/name)"
+        )
     return pretrained, False
 
 

@@ -70,13 +70,23 @@ class DDIMBackbone(Backbone):
                 vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype, **kw)
         except Exception as err:  # noqa: BLE001 - any loading failure becomes one actionable line
             if local:
-                raise SrsoupError(f"model folder {pretrained!r} is incomplete or unreadable: {err}".splitlines()[0]) from None
+                raise SrsoupError(
+                    f"model folder {pretrained!r} is incomplete or unreadable: {err}".splitlines()[0]
+                ) from None
             raise hub_error(pretrained, revision, err) from None
         if scheduler_overrides:
             scheduler = DDIMScheduler.from_config(scheduler.config, **scheduler_overrides)
         return cls(
-            unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler, vae=vae, eta=eta,
-            device=device, dtype=dtype, cfg_scale=cfg_scale, chunk_size=chunk_size,
+            unet=unet,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            scheduler=scheduler,
+            vae=vae,
+            eta=eta,
+            device=device,
+            dtype=dtype,
+            cfg_scale=cfg_scale,
+            chunk_size=chunk_size,
         )
 
     # --- set-up -------------------------------------------------------------------------------------------
@@ -98,8 +108,9 @@ class DDIMBackbone(Backbone):
 
     def _tokenize(self, prompts: list[str]) -> torch.Tensor:
         tok = self.tokenizer
-        ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                  return_tensors="pt").input_ids
+        ids = tok(
+            prompts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids
         unk = getattr(tok, "unk_token_id", None)
         if unk is not None and unk != tok.pad_token_id and (ids == unk).any():
             words = [w for p in prompts for w in p.split() if unk in tok(w, add_special_tokens=False).input_ids]

@@ -42,7 +42,7 @@ class Guidance(ABC):
         self.weights = weights
         self.reward_names = list(reward_names)
 
-    def start_group(self) -> None:
+    def start_group(self) -> None:  # noqa: B027 - optional hook; most methods keep no per-group state
         """Reset any per-group state (adaptive switches)."""
 
     @abstractmethod

@@ -115,7 +115,9 @@ class SRSoup(WeightedSum):
             return
         mean, sigma = ctx.dist.mean, ctx.dist.sigma
         for c in self.soup_chains(ctx.step):
-            bcs = [bhattacharyya(mean[a], mean[c], sigma) for m, a in self.anchors.items() if self.weights[c, m] > 0]
+            bcs = [
+                bhattacharyya(mean[a], mean[c], sigma) for m, a in self.anchors.items() if self.weights[c, m] > 0
+            ]
             if bcs and min(bcs) < self.switch_threshold:
                 self._left.add(c)
 

@@ -168,10 +168,14 @@ class StepContext:
             for m, name in enumerate(self.reward_names):
                 rows = sub_mask[:, m].nonzero().flatten()
                 if len(rows):
-                    out[lo + rows, m] = self.rewards[name](images[rows.to(images.device)], [self.prompt] * len(rows))
+                    out[lo + rows, m] = self.rewards[name](
+                        images[rows.to(images.device)], [self.prompt] * len(rows)
+                    )
         if not self.is_last:
             self.stats.evals += torch.bincount(owner, minlength=len(self.weights))
-        self.stats.queries += torch.bincount(owner, weights=mask.sum(1).double(), minlength=len(self.weights)).long()
+        self.stats.queries += torch.bincount(
+            owner, weights=mask.sum(1).double(), minlength=len(self.weights)
+        ).long()
         return out
 
     def record(self, chain: int, name: str, r: torch.Tensor) -> None:

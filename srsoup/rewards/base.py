@@ -73,6 +73,7 @@ def build_rewards(
     """Instantiate each reward config (``_target_`` + keyword arguments); heavy loading happens in the factory."""
     import inspect
 
+    from hydra.errors import InstantiationException
     from hydra.utils import get_object, instantiate
 
     rewards = {}
@@ -85,5 +86,11 @@ def build_rewards(
             raise SrsoupError(f"reward '{name}': cannot import _target_ {cfg['_target_']!r} ({err})") from None
         # Model-backed rewards take the run's device and dtype; pure functions of pixels do not.
         extra = {k: v for k, v in dict(device=device, dtype=dtype).items() if k in params and k not in cfg}
-        rewards[name] = instantiate(dict(cfg), **extra)
+        try:
+            rewards[name] = instantiate(dict(cfg), **extra)
+        except InstantiationException as err:
+            # Hydra wraps the factory's own one-line error; unwrap it so the CLI prints that line alone.
+            if isinstance(err.__cause__, SrsoupError):
+                raise err.__cause__ from None
+            raise SrsoupError(f"reward '{name}': {err}".splitlines()[0]) from None
     return rewards

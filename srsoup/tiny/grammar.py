@@ -55,7 +55,8 @@ class Scene:
 
 
 _CAPTION = re.compile(
-    r"^an? (?:(?P<size>small|big) )?(?P<fg>\w+) (?P<shape>\w+)(?: at the (?P<side>\w+))? on an? (?P<bg>\w+) background$"
+    r"^an? (?:(?P<size>small|big) )?(?P<fg>\w+) (?P<shape>\w+)"
+    r"(?: at the (?P<side>\w+))? on an? (?P<bg>\w+) background$"
 )
 
 
@@ -99,7 +100,10 @@ def render(scenes: list[Scene], resolution: int = 32, generator: torch.Generator
         free_x, free_y = 0.30 + 0.40 * u[i, 1], 0.30 + 0.40 * u[i, 2]
         near, mid = 0.22 + 0.10 * u[i, 1], 0.35 + 0.30 * u[i, 2]
         cx[i], cy[i] = {
-            "top": (mid, near), "bottom": (mid, 1 - near), "left": (near, mid), "right": (1 - near, mid),
+            "top": (mid, near),
+            "bottom": (mid, 1 - near),
+            "left": (near, mid),
+            "right": (1 - near, mid),
         }.get(sc.side, (free_x, free_y))
     coords = (torch.arange(side_px) + 0.5) / side_px
     y, x = coords.view(1, -1, 1), coords.view(1, 1, -1)

@@ -1,0 +1,389 @@
+"""Write random-weight tiny copies of every hub backbone and hub reward, each in its release's own file layout.
+
+    python scripts/make_tiny_checkpoints.py OUT
+
+writes OUT/sd15, OUT/sdxl, OUT/sd35m (diffusers pipeline folders with ``model_index.json``: 32 px images from
+8x8 latents, a few channels), OUT/sdxl-vae-fp16-fix (a VAE at the repo root, like madebyollin/sdxl-vae-fp16-fix)
+and OUT/aesthetic, OUT/pickscore, OUT/hpsv2, OUT/clipscore (the layouts documented in srsoup/conf/reward/*.yaml),
+so the real loading code runs end to end offline, e.g.
+
+    srsoup run model=sd15 model.pretrained=OUT/sd15
+    srsoup run model=sdxl model.pretrained=OUT/sdxl model.vae=OUT/sdxl-vae-fp16-fix
+    srsoup run model=sd35m model.pretrained=OUT/sd35m
+    srsoup run model=sd15 model.pretrained=OUT/sd15 rewards=aes_pick
+        rewards.aesthetic.pretrained=OUT/aesthetic rewards.pickscore.pretrained=OUT/pickscore   (one line)
+
+Nothing is downloaded: tokenizers are built here (a byte-level CLIP BPE with every byte but no merges, a tiny
+unigram T5). The weights mean nothing; the copies exist to test loading, shapes, counts and plumbing. Seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+# One tiny CLIP text tower for every CLIP slot (SD text encoders and reward CLIPs): hidden 16, one layer.
+CLIP_TEXT = dict(
+    hidden_size=16,
+    intermediate_size=32,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    max_position_embeddings=77,
+    hidden_act="gelu",
+    layer_norm_eps=1e-5,
+)
+# Reward CLIP image tower: 32 px input, 8 px patches.
+CLIP_VISION = dict(
+    hidden_size=16,
+    intermediate_size=32,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    image_size=32,
+    patch_size=8,
+    hidden_act="gelu",
+    layer_norm_eps=1e-5,
+)
+LATENT = 8  # latent side; the VAEs below upsample 4x, so images are 32 px
+VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    block_out_channels=(8, 16, 16),
+    layers_per_block=1,
+    norm_num_groups=8,
+    down_block_types=("DownEncoderBlock2D",) * 3,
+    up_block_types=("UpDecoderBlock2D",) * 3,
+    sample_size=32,
+)
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible byte → printable character table (the alphabet of the byte-level BPE)."""
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def clip_tokenizer(pad_token: str = "<|endoftext|>"):
+    """A CLIPTokenizer over CLIP's own alphabet (every byte, alone and word-final) with no merges: 514 tokens.
+
+    Same pre-tokenization, specials and ``</w>`` convention as openai/clip-vit-large-patch14, so any prompt
+    tokenizes without unknowns, just character by character.
+    """
+    from transformers import CLIPTokenizer
+
+    chars = list(bytes_to_unicode().values())
+    vocab = {
+        t: i for i, t in enumerate(chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"])
+    }
+    return CLIPTokenizer(vocab=vocab, merges=[], pad_token=pad_token, model_max_length=77)
+
+
+def t5_tokenizer():
+    """A unigram T5 tokenizer over lowercase letters, digits and a few marks (SentencePiece-style ``▁``)."""
+    from transformers import T5Tokenizer
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    pieces += [(c, -3.0) for c in "abcdefghijklmnopqrstuvwxyz0123456789,.'-"]
+    pieces += [("▁" + c, -2.5) for c in "abcdefghijklmnopqrstuvwxyz"]
+    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=256)
+
+
+def clip_text_config(tok, **overrides):
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=len(tok),
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        **{**CLIP_TEXT, **overrides},
+    )
+
+
+def clip_model(tok, projection_dim: int = 16):
+    """A tiny transformers CLIPModel (both towers) as the reward models use."""
+    from transformers import CLIPConfig, CLIPModel
+
+    text = clip_text_config(tok).to_dict()
+    config = CLIPConfig(text_config=text, vision_config=dict(CLIP_VISION), projection_dim=projection_dim)
+    return CLIPModel(config).eval()
+
+
+def save_clip_folder(out: Path, model, tok) -> Path:
+    """A transformers CLIP folder: config + safetensors + tokenizer + preprocessor_config.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    size = model.config.vision_config.image_size
+    (out / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "image_processor_type": "CLIPImageProcessor",
+                "do_resize": True,
+                "size": {"shortest_edge": size},
+                "resample": 3,
+                "do_center_crop": True,
+                "crop_size": {"height": size, "width": size},
+                "do_rescale": True,
+                "rescale_factor": 1 / 255,
+                "do_normalize": True,
+                "image_mean": [0.48145466, 0.4578275, 0.40821073],
+                "image_std": [0.26862954, 0.26130258, 0.27577711],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    return out
+
+
+def vae(**overrides):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(**{**VAE, "latent_channels": 4, **overrides})
+
+
+def make_sd15(out: Path) -> Path:
+    """StableDiffusionPipeline layout: unet, vae, text_encoder (CLIPTextModel), tokenizer, PNDM scheduler."""
+    from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    tok = clip_tokenizer()
+    unet = UNet2DConditionModel(
+        sample_size=LATENT,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=16,
+        attention_head_dim=2,
+        norm_num_groups=8,
+    )
+    # SD1.5's own scheduler config (PNDM); the backbone reads it into a DDIMScheduler.
+    scheduler = PNDMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        skip_prk_steps=True,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae(),
+        text_encoder=CLIPTextModel(clip_text_config(tok)),
+        tokenizer=tok,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def make_sdxl(out: Path) -> Path:
+    """StableDiffusionXLPipeline layout: two text encoders (the second with projection), text_time UNet."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    tok, tok_2 = clip_tokenizer(), clip_tokenizer(pad_token="!")  # SDXL's second tokenizer pads with "!"
+    proj, time_dim = 16, 8
+    unet = UNet2DConditionModel(
+        sample_size=LATENT,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=2 * CLIP_TEXT["hidden_size"],
+        attention_head_dim=(2, 4),
+        norm_num_groups=8,
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_dim,
+        projection_class_embeddings_input_dim=6 * time_dim + proj,
+    )
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
+        timestep_spacing="leading",
+    )
+    pipe = StableDiffusionXLPipeline(
+        vae=vae(scaling_factor=0.13025, force_upcast=True),
+        text_encoder=CLIPTextModel(clip_text_config(tok)),
+        text_encoder_2=CLIPTextModelWithProjection(clip_text_config(tok_2, projection_dim=proj)),
+        tokenizer=tok,
+        tokenizer_2=tok_2,
+        unet=unet,
+        scheduler=scheduler,
+        force_zeros_for_empty_prompt=True,
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+    # The fp16-fix VAE is a separate repo with the VAE at its root (madebyollin/sdxl-vae-fp16-fix's layout).
+    vae(scaling_factor=0.13025, force_upcast=False).save_pretrained(out.parent / "sdxl-vae-fp16-fix")
+    return out
+
+
+def make_sd35m(out: Path) -> Path:
+    """StableDiffusion3Pipeline layout: MMDiT-X transformer, CLIP-L and CLIP-G (projected), T5, flow scheduler."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextModelWithProjection, T5Config, T5EncoderModel
+
+    tok, tok_2, tok_3 = clip_tokenizer(), clip_tokenizer(pad_token="!"), t5_tokenizer()
+    proj, t5_dim = 16, 2 * CLIP_TEXT["hidden_size"]
+    transformer = SD3Transformer2DModel(
+        sample_size=LATENT,
+        patch_size=2,
+        in_channels=4,
+        out_channels=4,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=t5_dim,
+        caption_projection_dim=16,
+        pooled_projection_dim=2 * proj,
+        pos_embed_max_size=8,
+        dual_attention_layers=(0,),
+        qk_norm="rms_norm",  # SD3.5-medium's MMDiT-X features
+    )
+    t5 = T5EncoderModel(
+        T5Config(
+            vocab_size=len(tok_3),
+            d_model=t5_dim,
+            d_kv=8,
+            d_ff=32,
+            num_layers=1,
+            num_heads=2,
+            relative_attention_num_buckets=8,
+            feed_forward_proj="gated-gelu",
+        )
+    )
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=vae(
+            latent_channels=4,
+            scaling_factor=1.5305,
+            shift_factor=0.0609,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
+        ),
+        text_encoder=CLIPTextModelWithProjection(clip_text_config(tok, projection_dim=proj)),
+        tokenizer=tok,
+        text_encoder_2=CLIPTextModelWithProjection(clip_text_config(tok_2, projection_dim=proj)),
+        tokenizer_2=tok_2,
+        text_encoder_3=t5,
+        tokenizer_3=tok_3,
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def make_aesthetic(out: Path) -> Path:
+    """``clip/`` (a CLIPModel with ViT-L/14's 768-d projection) + the MLP file (conf/reward/aesthetic.yaml)."""
+    from srsoup.rewards.aesthetic import MLP_FILENAME, AestheticMLP
+
+    save_clip_folder(out / "clip", clip_model(clip_tokenizer(), projection_dim=768), clip_tokenizer())
+    torch.save(AestheticMLP().state_dict(), out / MLP_FILENAME)
+    return out
+
+
+def make_clip_reward(out: Path) -> Path:
+    """A transformers CLIP folder with tokenizer (PickScore_v1's and openai/clip-vit-large-patch14's layout)."""
+    tok = clip_tokenizer()
+    return save_clip_folder(out, clip_model(tok), tok)
+
+
+def make_hpsv2(out: Path) -> Path:
+    """The original HPS checkpoint layout: an open_clip state dict in ``{"state_dict": ...}`` + its architecture
+    (``open_clip_config.json``, open_clip's own format) + ``tokenizer/``, as conf/reward/hpsv2.yaml says."""
+    from srsoup.rewards.hpsv2 import DEFAULT_CHECKPOINT, hf_to_open_clip_state_dict
+
+    tok = clip_tokenizer(pad_token="!")
+    model = clip_model(tok)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {"epoch": 1, "state_dict": hf_to_open_clip_state_dict(model.state_dict())}, out / DEFAULT_CHECKPOINT
+    )
+    v, t = CLIP_VISION, CLIP_TEXT
+    arch = {
+        "embed_dim": model.config.projection_dim,
+        "vision_cfg": {
+            "image_size": v["image_size"],
+            "layers": v["num_hidden_layers"],
+            "width": v["hidden_size"],
+            "head_width": v["hidden_size"] // v["num_attention_heads"],
+            "patch_size": v["patch_size"],
+            "mlp_ratio": v["intermediate_size"] / v["hidden_size"],
+        },
+        "text_cfg": {
+            "context_length": t["max_position_embeddings"],
+            "vocab_size": len(tok),
+            "width": t["hidden_size"],
+            "heads": t["num_attention_heads"],
+            "layers": t["num_hidden_layers"],
+            "mlp_ratio": t["intermediate_size"] / t["hidden_size"],
+        },
+    }
+    (out / "open_clip_config.json").write_text(json.dumps({"model_cfg": arch}, indent=2) + "\n")
+    tok.save_pretrained(out / "tokenizer")
+    return out
+
+
+BUILDERS = {
+    "sd15": make_sd15,
+    "sdxl": make_sdxl,
+    "sd35m": make_sd35m,
+    "aesthetic": make_aesthetic,
+    "pickscore": make_clip_reward,
+    "clipscore": make_clip_reward,
+    "hpsv2": make_hpsv2,
+}
+
+
+def make_all(out: str | Path, only: list[str] | None = None, seed: int = 0) -> dict[str, Path]:
+    """Write every tiny copy (or those named in ``only``) under ``out``; returns name → folder."""
+    import diffusers.utils.logging as dlog
+    import transformers.utils.logging as tlog
+
+    dlog.set_verbosity_error()
+    tlog.set_verbosity_error()
+    tlog.disable_progress_bar()
+    out = Path(out)
+    made = {}
+    for name in only or list(BUILDERS):
+        torch.manual_seed(seed)
+        made[name] = BUILDERS[name](out / name)
+    return made
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path, help="output folder (created)")
+    parser.add_argument("--only", nargs="*", choices=list(BUILDERS), help="write only these copies")
+    args = parser.parse_args(argv)
+    for name, path in make_all(args.out, args.only).items():
+        print(f"{name}: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""PickScore (Kirstain et al. 2023, "Pick-a-Pic"): logit_scale.exp()·cos(image, text) under PickScore_v1.
+
+PickScore_v1 is a transformers CLIPModel (a ViT-H-14 fine-tune); its tokenizer is the one of the ``processor``
+repo (laion/CLIP-ViT-H-14-laion2B-s32B-b79K), as in the authors' snippet. Images are preprocessed in torch on the
+device like CLIPImageProcessor (short side 224, bicubic, centre crop, OpenAI mean/std). Higher = preferred
+(about 18–24 for real images).
+
+``pretrained`` = a hub id or a transformers CLIP folder; a local folder that holds tokenizer files is its own
+processor (the tiny copies and ``save_pretrained`` of model + processor are laid out so).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from srsoup.rewards.clipscore import ClipScorer, Source, load_clip, load_tokenizer, resolve_device
+
+
+class PickScore:
+    def __init__(
+        self,
+        pretrained: str = "yuvalkirstain/PickScore_v1",
+        revision: str | None = None,
+        processor: str = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
+        processor_revision: str | None = None,
+        local_files_only: bool | None = None,
+        device: str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ):
+        dev = resolve_device(device)
+        src = Source.resolve("pickscore", pretrained, revision, local_files_only)
+        tok_src = (
+            src
+            if src.has_tokenizer()
+            else Source.resolve("pickscore", processor, processor_revision, local_files_only)
+        )
+        model = load_clip(src, device=str(dev), dtype=dtype)
+        self.scorer = ClipScorer(model, load_tokenizer(tok_src), device=dev, dtype=dtype)
+        self.scale = float(model.logit_scale.detach().float().exp())
+
+    def __call__(self, images: torch.Tensor, prompts) -> torch.Tensor:
+        return (self.scale * self.scorer.cosine(images, prompts)).cpu()

@@ -1,0 +1,225 @@
+"""The HTTP reward against a stdlib server on 127.0.0.1: scores, batching, timeouts, retries, bad answers, NaNs."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from srsoup.errors import SrsoupError
+from srsoup.rewards.http import HttpReward
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from intra-op threads; on a busy 2-core machine they spin-wait (10-100x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class Service:
+    """A scripted reward service: each request pops the next action (default ``ok``) and is recorded."""
+
+    def __init__(self):
+        self.actions: list = []
+        self.requests: list[dict] = []
+        self.lock = threading.Lock()
+
+    def next_action(self):
+        with self.lock:
+            return self.actions.pop(0) if self.actions else "ok"
+
+
+def brightness_of(png_b64: str) -> float:
+    with Image.open(io.BytesIO(base64.b64decode(png_b64))) as im:
+        return float(np.asarray(im.convert("RGB"), dtype=np.float64).mean() / 255)
+
+
+def make_handler(service: Service):
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the stdlib's name
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            with service.lock:
+                service.requests.append(body)
+            action = service.next_action()
+            if isinstance(action, tuple) and action[0] == "sleep":
+                time.sleep(action[1])
+                action = "ok"
+            if isinstance(action, int):
+                return self.reply(action, b"server trouble")
+            if action == "ok":
+                payload = json.dumps({"scores": [brightness_of(im) for im in body["images"]]}).encode()
+            elif action == "echo_prompts":
+                payload = json.dumps({"scores": [len(p) for p in body["prompts"]]}).encode()
+            else:
+                payload = action if isinstance(action, bytes) else json.dumps(action).encode()
+            self.reply(200, payload)
+
+        def reply(self, code: int, payload: bytes):
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            try:
+                self.wfile.write(payload)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (timeout tests)
+
+        def log_message(self, *args):
+            pass
+
+    return Handler
+
+
+@pytest.fixture
+def service():
+    svc = Service()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(svc))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    svc.url = f"http://127.0.0.1:{server.server_address[1]}/score"
+    yield svc
+    server.shutdown()
+    server.server_close()
+
+
+def images(n: int) -> torch.Tensor:
+    """n flat images of distinct, exactly representable brightness k/255."""
+    levels = torch.arange(10, 10 + 20 * n, 20)[:n].float() / 255
+    return levels.view(n, 1, 1, 1).expand(n, 3, 8, 8).clone()
+
+
+def test_scores_come_back_in_order_and_batched(service):
+    reward = HttpReward(service.url, batch_size=3, timeout=5)
+    imgs = images(7)
+    prompts = [f"prompt {i}" for i in range(7)]
+    scores = reward(imgs, prompts)
+    assert scores.shape == (7,) and scores.dtype == torch.float32
+    torch.testing.assert_close(scores, imgs.mean(dim=(1, 2, 3)))
+    assert [len(r["images"]) for r in service.requests] == [3, 3, 1]
+    assert [p for r in service.requests for p in r["prompts"]] == prompts
+    service.actions = ["echo_prompts"]
+    assert reward(images(2), ["ab", "abcd"]).tolist() == [2.0, 4.0]
+
+
+def test_slow_answer_times_out_and_is_retried(service):
+    service.actions = [("sleep", 0.6), ("sleep", 0.6), ("sleep", 0.6)]
+    reward = HttpReward(service.url, timeout=0.15, retries=2, backoff=0.01)
+    start = time.monotonic()
+    with pytest.raises(SrsoupError) as e:
+        reward(images(2), ["a", "b"])
+    assert time.monotonic() - start < 1.5
+    assert len(service.requests) == 3  # one try and two retries
+    msg = str(e.value)
+    assert "failed 3 time(s)" in msg and "timeout=0.15s" in msg and "\n" not in msg
+
+
+def test_timeout_then_success(service):
+    service.actions = [("sleep", 0.6)]
+    reward = HttpReward(service.url, timeout=0.15, retries=1, backoff=0.01)
+    torch.testing.assert_close(reward(images(2), ["a", "b"]), images(2).mean(dim=(1, 2, 3)))
+    assert len(service.requests) == 2
+
+
+def test_server_error_then_success_with_backoff(service):
+    service.actions = [500, 503]
+    reward = HttpReward(service.url, retries=3, backoff=0.05)
+    start = time.monotonic()
+    scores = reward(images(3), ["a"] * 3)
+    torch.testing.assert_close(scores, images(3).mean(dim=(1, 2, 3)))
+    assert len(service.requests) == 3
+    assert time.monotonic() - start >= 0.05 + 0.1  # backoff 0.05 then 0.1
+
+
+def test_persistent_server_error_and_client_error(service):
+    service.actions = [500] * 3
+    with pytest.raises(SrsoupError, match=r"failed 3 time\(s\), last: HTTP 500 server trouble"):
+        HttpReward(service.url, retries=2, backoff=0)(images(1), ["a"])
+    service.requests.clear()
+    service.actions = [400]
+    with pytest.raises(SrsoupError, match=r"answered HTTP 400: server trouble"):
+        HttpReward(service.url, retries=5, backoff=0)(images(1), ["a"])
+    assert len(service.requests) == 1  # a 4xx is not retried
+
+
+@pytest.mark.parametrize(
+    "answer,message",
+    [
+        (b"<html>oops</html>", "did not answer JSON"),
+        ({"score": [1.0]}, "without a 'scores' list"),
+        ([1.0], "without a 'scores' list"),
+        ({"scores": [1.0, 2.0]}, "returned 2 scores for 1 images"),
+        ({"scores": ["high"]}, "score 0 is 'high', not a number"),
+    ],
+)
+def test_malformed_answers_are_clear_errors(service, answer, message):
+    service.actions = [answer]
+    with pytest.raises(SrsoupError) as e:
+        HttpReward(service.url, retries=0)(images(1), ["a"])
+    assert message in str(e.value) and service.url in str(e.value) and "\n" not in str(e.value)
+
+
+def test_nan_policy(service):
+    answer = b'{"scores": [1.5, null, NaN]}'
+    service.actions = [answer]
+    with pytest.raises(SrsoupError, match="returned nan for image 1; set rewards.http.nan_policy"):
+        HttpReward(service.url)(images(3), ["a"] * 3)
+    service.actions = [answer]
+    kept = HttpReward(service.url, nan_policy="keep")(images(3), ["a"] * 3)
+    assert kept[0] == 1.5 and math.isnan(kept[1]) and math.isnan(kept[2])
+    service.actions = [answer]
+    replaced = HttpReward(service.url, nan_policy="replace", nan_value=-1.0)(images(3), ["a"] * 3)
+    assert replaced.tolist() == [1.5, -1.0, -1.0]
+
+
+def test_unreachable_service_and_bad_config():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again when the block ends: nothing listens there
+    with pytest.raises(SrsoupError, match=r"failed 2 time\(s\), last: cannot connect"):
+        HttpReward(f"http://127.0.0.1:{port}/score", retries=1, backoff=0)(images(1), ["a"])
+    with pytest.raises(SrsoupError, match=r"url=None is not an http\(s\) URL; set rewards.http.url="):
+        HttpReward(None)
+    with pytest.raises(SrsoupError, match="nan_policy='drop'; valid: error, keep, replace"):
+        HttpReward("http://127.0.0.1:1/", nan_policy="drop")
+
+
+def test_run_with_http_reward_end_to_end(service, toy_cfg, tmp_path):
+    from srsoup import runner
+
+    cfg = toy_cfg(
+        "rewards=http",
+        f"rewards.http.url={service.url}",
+        "rewards.http.batch_size=4",
+        "sampler.steps=2",
+        "guidance.num_candidates=2",
+        "eval_rewards=none",
+    )
+    run_dir = runner.run(cfg, tmp_path / "run")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    # srsoup, T=2 soup steps, M=2 anchors x K=2 candidates: 4 queries of the http reward; plus 6 final images.
+    assert summary["reward_queries_by_reward"] == {"http": 4, "jpeg_compressibility": 4}
+    assert sum(len(r["images"]) for r in service.requests) == 4 + 6
+    rows = (run_dir / "rewards.csv").read_text().splitlines()
+    assert rows[0].split(",")[:6] == [
+        "prompt_idx",
+        "prompt",
+        "seed",
+        "weight_idx",
+        "w_http",
+        "w_jpeg_compressibility",
+    ]
+    assert len(rows) == 1 + 6

@@ -1,0 +1,410 @@
+"""Hub backbones and hub rewards on tiny random-weight copies in their releases' layouts: loading, exact counts,
+the flow SDE step, reward shapes, one-line errors offline, and `run` end to end."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from srsoup import runner
+from srsoup.errors import SrsoupError
+from srsoup.guidance import METHODS
+from srsoup.rewards.base import CountingReward
+from srsoup.runner import weight_grid
+from srsoup.sampling import sample_group
+from tests.conftest import compose
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU = dict(device=torch.device("cpu"), dtype=torch.float32, cfg_scale=5.0, chunk_size=3)
+PROMPT = "a photo of a cat"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from intra-op threads; on a busy 2-core machine they spin-wait (10-100x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> Path:
+    """scripts/make_tiny_checkpoints.py run into a temporary folder (once per session)."""
+    spec = importlib.util.spec_from_file_location(
+        "make_tiny_checkpoints", ROOT / "scripts/make_tiny_checkpoints.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path_factory.mktemp("tiny_ckpts")
+    module.make_all(out)
+    return out
+
+
+def load(name: str, tiny: Path, **kwargs):
+    if name == "sd15":
+        from srsoup.backbones.ddim import DDIMBackbone
+
+        return DDIMBackbone.from_pretrained(str(tiny / "sd15"), **CPU, **kwargs)
+    if name == "sdxl":
+        from srsoup.backbones.sdxl import SDXLBackbone
+
+        return SDXLBackbone.from_pretrained(
+            str(tiny / "sdxl"), vae=str(tiny / "sdxl-vae-fp16-fix"), **CPU, **kwargs
+        )
+    from srsoup.backbones.flow import FlowBackbone
+
+    return FlowBackbone.from_pretrained(str(tiny / name), **CPU, **kwargs)
+
+
+def brightness(images, prompts):
+    return images.mean(dim=(1, 2, 3))
+
+
+def contrast(images, prompts):
+    return images.std(dim=(1, 2, 3))
+
+
+# --- backbones -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["sd15", "sdxl", "sd35m"])
+def test_backbone_runs_a_two_step_srsoup_group_with_exact_counts(tiny, name):
+    backbone = load(name, tiny)
+    names = ["brightness", "contrast"]
+    weights = weight_grid(None, 2, names)  # [[0,1],[.5,.5],[1,0]]: L=3, M=2, 4 nonzero weights
+    method = METHODS["srsoup"](num_candidates=2, soup_end_step=1)
+    method.setup(torch.tensor(weights, dtype=torch.float64), names)
+    rewards = {
+        "brightness": CountingReward("brightness", brightness),
+        "contrast": CountingReward("contrast", contrast),
+    }
+    before = backbone.denoiser_evals
+    result = sample_group(
+        backbone=backbone, method=method, rewards=rewards, prompt=PROMPT, seed=0, num_steps=2, progress=False
+    )
+    T, K, S, L, M, nz = 2, 2, 1, 3, 2, 4
+    evals = T * L + S * M * K + (T - 1 - S) * L * K  # chains + soup anchors' candidates (last step: no eval)
+    queries = S * M * K + (T - S) * K * nz
+    assert backbone.denoiser_evals - before == int(result.evals.sum()) == evals == method.plan(T).denoiser_evals
+    assert int(result.queries.sum()) == queries == sum(r.queries for r in rewards.values())
+    assert backbone.latent_shape == (4, 8, 8)
+    assert result.images.shape == (3, 3, 32, 32)
+    assert torch.isfinite(result.images).all() and 0 <= result.images.min() and result.images.max() <= 1
+
+
+def test_sdxl_conditioning_and_separate_vae(tiny):
+    backbone = load("sdxl", tiny)
+    cond = backbone.encode_prompt(PROMPT)
+    assert cond.hidden.shape == (2, 77, 32)  # CLIP-L and CLIP-G penultimate states side by side
+    assert cond.extra["text_embeds"].shape == (2, 16) and cond.extra["time_ids"].shape == (2, 6)
+    assert cond.extra["time_ids"].tolist() == [[32, 32, 0, 0, 32, 32]] * 2
+    assert not cond.hidden[0].any() and not cond.extra["text_embeds"][0].any()  # force_zeros_for_empty_prompt
+    assert cond.hidden[1].any()
+    assert backbone.vae.config.force_upcast is False  # the fp16-fix VAE replaced the pipeline's own
+
+    from srsoup.backbones.sdxl import SDXLBackbone, _vae_in_dtype
+
+    small = SDXLBackbone.from_pretrained(str(tiny / "sdxl"), resolution=16, **CPU)
+    assert small.latent_shape == (4, 4, 4) and small.vae.config.force_upcast is True
+    # fp16 runs keep a VAE that overflows in fp16 (force_upcast) in fp32, and the fp16-fix VAE in fp16.
+    kw = dict(local_files_only=True)
+    assert _vae_in_dtype(str(tiny / "sdxl"), "vae", kw, torch.float16).dtype == torch.float32
+    assert _vae_in_dtype(str(tiny / "sdxl-vae-fp16-fix"), None, kw, torch.float16).dtype == torch.float16
+
+
+def test_flow_conditioning_with_and_without_t5(tiny, tmp_path):
+    backbone = load("sd35m", tiny)
+    cond = backbone.encode_prompt(PROMPT)
+    assert cond.hidden.shape == (2, 77 + 256, 32) and cond.pooled.shape == (2, 32)
+    assert cond.hidden[1, 77:].any()  # T5 tokens
+    no_t5 = tmp_path / "sd35m_no_t5"
+    shutil.copytree(tiny / "sd35m", no_t5)
+    index = json.loads((no_t5 / "model_index.json").read_text())
+    index["text_encoder_3"] = index["tokenizer_3"] = [None, None]
+    (no_t5 / "model_index.json").write_text(json.dumps(index))
+    shutil.rmtree(no_t5 / "text_encoder_3")
+    shutil.rmtree(no_t5 / "tokenizer_3")
+    backbone = load(str(no_t5.relative_to(tmp_path)), tmp_path)
+    cond = backbone.encode_prompt(PROMPT)
+    assert cond.hidden.shape == (2, 77 + 256, 32) and not cond.hidden[:, 77:].any()
+    assert backbone.default_soup_end_step == 10
+
+
+def test_flow_sde_step_matches_design_on_hand_numbers():
+    from srsoup.backbones.flow import sde_step
+
+    x, v = torch.tensor([1.0, -2.0]), torch.tensor([0.5, 1.5])
+    # σ=0.6 → σ'=0.4, noise 0.8: std² = 0.64·0.6/0.4 = 0.96, μ = x(1 − 0.96·0.2/1.2) − v(1 + 0.96·0.4/1.2)·0.2
+    mean, scale = sde_step(x, v, 0.6, 0.4, 0.9, 0.8)
+    torch.testing.assert_close(mean, 0.84 * x - 0.264 * v)
+    torch.testing.assert_close(mean, torch.tensor([0.708, -2.076]))
+    assert scale == pytest.approx(math.sqrt(0.96) * math.sqrt(0.2))
+    # σ=1 uses σ̂ = σ_1 = 0.9: std² = 0.64/0.1 = 6.4, μ = x(1 − 6.4·0.1/2) − 0.1·v, scale = √6.4·√0.1 = 0.8
+    mean, scale = sde_step(x, v, 1.0, 0.9, 0.9, 0.8)
+    torch.testing.assert_close(mean, 0.68 * x - 0.1 * v)
+    assert scale == pytest.approx(0.8)
+
+
+def test_flow_backbone_uses_scheduler_sigmas_and_counts_evals(tiny, monkeypatch):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from srsoup.backbones.flow import sde_step
+
+    backbone = load("sd35m", tiny)
+    steps = backbone.set_steps(3)
+    ref = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    ref.set_timesteps(3)
+    assert backbone.sigmas == [float(s) for s in ref.sigmas] and steps == backbone.sigmas[:-1]
+    assert backbone.sigmas[0] == 1.0 and backbone.sigmas[-1] == 0.0
+    v_const = torch.full((2, 4, 8, 8), 0.3)
+    calls = []
+
+    def fake_velocity(x, t, cond):
+        calls.append(t)
+        backbone.denoiser_evals += len(x)
+        return v_const[: len(x)]
+
+    monkeypatch.setattr(backbone, "_cfg_velocity", fake_velocity)
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    s = backbone.sigmas
+    for step in range(3):
+        dist = backbone.step_distribution(x, step, None)
+        mean, scale = sde_step(x, v_const, s[step], s[step + 1], s[1], 0.8)
+        torch.testing.assert_close(dist.mean, mean)
+        assert float(dist.sigma) == pytest.approx(scale)
+        assert calls[-1] == backbone.timesteps[step]
+    x_next = torch.randn(2, 4, 8, 8)
+    torch.testing.assert_close(backbone.candidate_x0(x_next, 0, None), x_next - s[1] * v_const)
+    evals = backbone.denoiser_evals
+    assert torch.equal(backbone.candidate_x0(x_next, 2, None), x_next) and backbone.denoiser_evals == evals
+
+
+# --- rewards -------------------------------------------------------------------------------------------------
+def hub_reward(name: str, tiny: Path):
+    from srsoup.rewards.aesthetic import AestheticScore
+    from srsoup.rewards.clipscore import CLIPScore
+    from srsoup.rewards.hpsv2 import HPSv2
+    from srsoup.rewards.pickscore import PickScore
+
+    cls = {"aesthetic": AestheticScore, "pickscore": PickScore, "clipscore": CLIPScore, "hpsv2": HPSv2}[name]
+    return cls(pretrained=str(tiny / name), device="cpu", dtype=torch.float32)
+
+
+@pytest.mark.parametrize("name", ["aesthetic", "pickscore", "clipscore", "hpsv2"])
+def test_hub_reward_loads_offline_and_scores(tiny, name):
+    reward = hub_reward(name, tiny)
+    images = torch.rand(5, 3, 40, 48, generator=torch.Generator().manual_seed(1))  # not square, not 32 px
+    scores = reward(images, [PROMPT] * 4 + ["a dog"])
+    assert scores.shape == (5,) and scores.dtype == torch.float32 and torch.isfinite(scores).all()
+    assert len(set(scores.tolist())) > 1  # depends on the image
+    torch.testing.assert_close(reward(images[:2], [PROMPT] * 2), scores[:2])  # batch-independent
+
+
+def test_aesthetic_mlp_keys_and_file(tiny):
+    from srsoup.rewards.aesthetic import MLP_FILENAME, MLP_KEYS, AestheticMLP
+
+    assert sorted(AestheticMLP().state_dict()) == sorted(MLP_KEYS)
+    assert MLP_KEYS == [f"layers.{i}.{p}" for i in (0, 2, 4, 6, 7) for p in ("weight", "bias")]
+    state = torch.load(tiny / "aesthetic" / MLP_FILENAME, weights_only=True)
+    assert sorted(state) == sorted(MLP_KEYS) and state["layers.0.weight"].shape == (1024, 768)
+
+
+def test_pickscore_and_clipscore_are_scaled_cosines(tiny):
+    # The tiny PickScore and CLIPScore folders hold the same random CLIP (same seed): one cosine, two scales.
+    pick, clip = hub_reward("pickscore", tiny), hub_reward("clipscore", tiny)
+    images = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    cos = pick.scorer.cosine(images, [PROMPT] * 6)
+    torch.testing.assert_close(pick(images, [PROMPT] * 6), pick.scale * cos)
+    assert pick.scale == pytest.approx(math.exp(pick.scorer.model.logit_scale.item()))
+    torch.testing.assert_close(clip(images, [PROMPT] * 6), (100 * cos).clamp(min=0))
+
+
+def test_hps_checkpoint_conversion_round_trips_and_rejects_other_layouts(tiny):
+    from srsoup.rewards.hpsv2 import hf_to_open_clip_state_dict, open_clip_to_hf_state_dict
+
+    state = torch.load(tiny / "hpsv2" / "HPS_v2.1_compressed.pt", weights_only=True)["state_dict"]
+    assert "visual.transformer.resblocks.0.attn.in_proj_weight" in state and "text_projection" in state
+    hf = open_clip_to_hf_state_dict({f"module.{k}": v for k, v in state.items()})
+    assert "text_model.encoder.layers.0.self_attn.q_proj.weight" in hf
+    back = hf_to_open_clip_state_dict(hf)
+    assert back.keys() == state.keys() and all(torch.equal(back[k], state[k]) for k in state)
+    with pytest.raises(ValueError, match="unexpected"):
+        open_clip_to_hf_state_dict({**state, "visual.head.weight": torch.zeros(1)})
+
+
+def test_hps_from_an_already_converted_folder_scores_the_same(tiny, tmp_path):
+    from srsoup.rewards.hpsv2 import HPSv2
+
+    original = hub_reward("hpsv2", tiny)
+    original.scorer.model.save_pretrained(tmp_path)
+    original.scorer.tokenizer.save_pretrained(tmp_path)
+    converted = HPSv2(pretrained=str(tmp_path))
+    images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(converted(images, [PROMPT] * 3), original(images, [PROMPT] * 3))
+
+
+def test_clip_preprocess_matches_pil_resize_and_crop():
+    import numpy as np
+    from PIL import Image
+
+    from srsoup.rewards.clipscore import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ClipImagePreprocess
+
+    g = torch.Generator().manual_seed(3)
+    smooth = torch.nn.functional.interpolate(torch.rand(1, 3, 6, 8, generator=g), size=(60, 80), mode="bilinear")
+    ours = ClipImagePreprocess(32)(smooth, torch.device("cpu"), torch.float32)
+    pil = Image.fromarray((smooth[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    pil = pil.resize((43, 32), Image.BICUBIC)  # short side 32 → 42.67 rounds to 43
+    arr = torch.from_numpy(np.array(pil)).permute(2, 0, 1).float() / 255
+    left = (43 - 32) // 2
+    ref = (arr[:, :, left : left + 32] - torch.tensor(OPENAI_CLIP_MEAN).view(3, 1, 1)) / torch.tensor(
+        OPENAI_CLIP_STD
+    ).view(3, 1, 1)
+    assert ours.shape == (1, 3, 32, 32)
+    assert (ours[0] - ref).abs().mean() < 0.03  # PIL's 8-bit rounding and kernel details aside
+    square = torch.rand(2, 3, 50, 50, generator=g)
+    crop = ClipImagePreprocess(32, mode="crop")(square, torch.device("cpu"), torch.float32)
+    pad = ClipImagePreprocess(32, mode="pad")(square, torch.device("cpu"), torch.float32)
+    assert torch.equal(crop, pad)
+
+
+# --- one-line errors -----------------------------------------------------------------------------------------
+def one_line(excinfo) -> str:
+    msg = str(excinfo.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_missing_hub_rewards_say_how_to_get_them():
+    from srsoup.rewards.aesthetic import AestheticScore
+    from srsoup.rewards.clipscore import CLIPScore
+    from srsoup.rewards.hpsv2 import HPSv2
+    from srsoup.rewards.pickscore import PickScore
+
+    with pytest.raises(SrsoupError) as e:
+        CLIPScore(pretrained="srsoup-test/missing-clip", revision="0123abc")
+    msg = one_line(e)
+    assert msg.startswith("reward 'clipscore': srsoup-test/missing-clip is not available locally")
+    assert "`huggingface-cli download srsoup-test/missing-clip --revision 0123abc`" in msg
+    assert "rewards.clipscore.pretrained=<folder>" in msg
+    with pytest.raises(SrsoupError) as e:
+        AestheticScore(clip="srsoup-test/missing-clip", mlp_repo="srsoup-test/missing-mlp")
+    msg = one_line(e)
+    assert msg.startswith("reward 'aesthetic': srsoup-test/missing-mlp aesthetic-model.pth is not available")
+    assert "huggingface-cli download srsoup-test/missing-mlp aesthetic-model.pth" in msg
+    with pytest.raises(SrsoupError) as e:
+        PickScore(pretrained="srsoup-test/missing-pick")
+    assert "reward 'pickscore'" in one_line(e)
+    with pytest.raises(SrsoupError) as e:
+        HPSv2(repo="srsoup-test/missing-hps")
+    assert "`huggingface-cli download srsoup-test/missing-hps HPS_v2.1_compressed.pt`" in one_line(e)
+    with pytest.raises(SrsoupError, match=r"reward 'aesthetic': '/no/such/folder' does not exist"):
+        AestheticScore(pretrained="/no/such/folder")
+
+
+def test_incomplete_local_reward_folder_is_one_line(tiny, tmp_path):
+    from srsoup.rewards.aesthetic import AestheticScore
+
+    shutil.copytree(tiny / "aesthetic" / "clip", tmp_path / "clip")
+    with pytest.raises(SrsoupError) as e:
+        AestheticScore(pretrained=str(tmp_path))
+    assert "sac+logos+ava1-l14-linearMSE.pth is missing" in one_line(e)
+
+
+def test_missing_hub_backbones_say_how_to_get_them():
+    from srsoup.backbones.flow import FlowBackbone
+    from srsoup.backbones.sdxl import SDXLBackbone
+
+    for cls in (SDXLBackbone, FlowBackbone):
+        with pytest.raises(SrsoupError) as e:
+            cls.from_pretrained("srsoup-test/missing-model", revision="abc", **CPU)
+        assert "`huggingface-cli download srsoup-test/missing-model --revision abc`" in one_line(e)
+
+
+def test_imagereward_without_its_package_is_one_line(monkeypatch):
+    from srsoup.rewards.imagereward import ImageRewardScore
+
+    monkeypatch.setitem(sys.modules, "ImageReward", None)
+    with pytest.raises(SrsoupError) as e:
+        ImageRewardScore()
+    assert "pip install 'srsoup[imagereward]'" in one_line(e)
+
+
+# --- configs and `run` end to end ----------------------------------------------------------------------------
+BASE = [
+    "sampler.steps=2",
+    "guidance.num_candidates=2",
+    "progress=false",
+    "device=cpu",
+    f"prompts.texts=[{PROMPT}]",
+]
+
+
+def read_rows(run_dir: Path) -> list[dict]:
+    with open(run_dir / "rewards.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_run_sd15_end_to_end(tiny, tmp_path):
+    cfg = compose("model=sd15", f"model.pretrained={tiny / 'sd15'}", "eval_rewards=none", *BASE)
+    run_dir = runner.run(cfg, tmp_path / "run")
+    rows = read_rows(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert len(rows) == 6 and summary["status"] == "complete"
+    # T=2, K=2, soup window covers both steps: queries S·M·K = 8, evals T·L + (T−1)·M·K = 16.
+    assert summary["reward_queries"] == 8 and summary["denoiser_evals"] == 16
+
+
+def test_run_aes_pick_with_paper_eval_rewards_end_to_end(tiny, tmp_path):
+    cfg = compose(
+        "model=sd15",
+        f"model.pretrained={tiny / 'sd15'}",
+        "rewards=aes_pick",
+        "eval_rewards=paper",
+        f"rewards.aesthetic.pretrained={tiny / 'aesthetic'}",
+        f"rewards.pickscore.pretrained={tiny / 'pickscore'}",
+        f"eval_rewards.hpsv2.pretrained={tiny / 'hpsv2'}",
+        f"eval_rewards.clipscore.pretrained={tiny / 'clipscore'}",
+        *BASE,
+    )
+    run_dir = runner.run(cfg, tmp_path / "run")
+    rows = read_rows(run_dir)
+    assert len(rows) == 6
+    cols = ["r_aesthetic", "r_pickscore", "r_jpeg_compressibility", "r_hpsv2", "r_clipscore"]
+    assert [c for c in rows[0] if c.startswith("r_")] == cols
+    assert all(math.isfinite(float(r[c])) for r in rows for c in cols)
+    assert json.loads((run_dir / "summary.json").read_text())["reward_queries_by_reward"] == {
+        "aesthetic": 4,
+        "pickscore": 4,
+    }
+
+
+EXPERIMENTS = {  # name: (model, rewards, per-group reward queries, denoiser evals) as the yaml comments state
+    "sd15_aes_compress": ("sd15", ["aesthetic", "jpeg_compressibility"], 10200, 6720),
+    "sd15_aes_hps": ("sd15", ["aesthetic", "hpsv2"], 10200, 6720),
+    "sd15_aes_pick": ("sd15", ["aesthetic", "pickscore"], 10200, 6720),
+    "sd15_aes_hps_pick": ("sd15", ["aesthetic", "hpsv2", "pickscore"], 31500, 13760),
+    "sdxl_aes_hps": ("sdxl", ["aesthetic", "hpsv2"], 10200, 6720),
+    "sd35m_aes_hps": ("sd35m", ["aesthetic", "hpsv2"], 12600, 7920),
+}
+
+
+@pytest.mark.parametrize("name", list(EXPERIMENTS))
+def test_experiments_compose_and_plan_as_their_cost_comments_say(name, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a photo of a cat\n")
+    spec = runner.build_spec(compose(f"experiment={name}", f"prompts.path={prompts}", "device=cpu", "dtype=fp32"))
+    model, rewards, queries, evals = EXPERIMENTS[name]
+    assert spec.model["name"] == model and spec.reward_names == rewards
+    assert spec.steps == 50 and spec.guidance["num_candidates"] == 30 and spec.method == "srsoup"
+    assert spec.guidance["soup_end_step"] == (10 if model == "sd35m" else 20)
+    assert (spec.plan.reward_queries, spec.plan.denoiser_evals) == (queries, evals)
+    text = (ROOT / "srsoup/conf/experiment" / f"{name}.yaml").read_text()
+    assert text.startswith("# @package _global_") and f"{queries:,}" in text and f"{evals:,}" in text
+    assert set(spec.eval_rewards) | set(rewards) >= {"aesthetic", "hpsv2", "clipscore", "pickscore"}

@@ -1,0 +1,163 @@
+"""`run(cfg)` end to end on the toy model: output contract, determinism, resume after a crash."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from srsoup import runner
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def snapshot(run_dir: Path) -> dict:
+    """Everything a rerun must reproduce: CSV rows (without timing) and the PNG bytes."""
+    return {
+        "rewards": (run_dir / "rewards.csv").read_text(),
+        "trace": (run_dir / "trace.csv").read_text(),
+        "images": {p.name: p.read_bytes() for p in sorted((run_dir / "images").glob("*.png"))},
+    }
+
+
+def test_output_contract(toy_cfg, tmp_path):
+    cfg = toy_cfg(
+        "seeds=[0,1]", "prompts.texts=[a red circle on a blue background,a big white square on a black background]"
+    )
+    run_dir = runner.run(cfg, tmp_path / "run")
+    rows = read_csv(run_dir / "rewards.csv")
+    assert list(rows[0]) == [
+        "prompt_idx",
+        "prompt",
+        "seed",
+        "weight_idx",
+        "w_colorfulness",
+        "w_jpeg_compressibility",
+        "r_colorfulness",
+        "r_jpeg_compressibility",
+        "r_prompt_adherence",
+        "image",
+        "reward_queries",
+        "denoiser_evals",
+    ]
+    assert len(rows) == 2 * 2 * 6
+    for r in rows:
+        p, s, w = int(r["prompt_idx"]), int(r["seed"]), int(r["weight_idx"])
+        assert r["image"] == f"images/p{p:03d}_s{s}_w{w:02d}.png"
+        with Image.open(run_dir / r["image"]) as im:
+            assert im.size == (32, 32) and im.mode == "RGB"
+        assert abs(float(r["w_colorfulness"]) + float(r["w_jpeg_compressibility"]) - 1) < 1e-9
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["method"] == "srsoup"
+    assert summary["num_candidates"] == 3 and summary["steps"] == 4
+    # T=4, K=3, S=min(20, T)=4 soup steps → all steps are soup steps; M=2, L=6.
+    per_group_q, per_group_e = 4 * 2 * 3, 4 * 6 + 3 * 2 * 3
+    assert summary["reward_queries"] == 4 * per_group_q == sum(summary["reward_queries_by_reward"].values())
+    assert summary["denoiser_evals"] == 4 * per_group_e
+    assert summary["plan"]["per_group"]["reward_queries"] == per_group_q
+    assert sum(int(r["reward_queries"]) for r in rows) == summary["reward_queries"]
+    assert {"torch", "diffusers", "transformers"} <= set(summary["versions"])
+    trace = read_csv(run_dir / "trace.csv")
+    assert len(trace) == 4 * 4 * 6 and {t["phase"] for t in trace} == {"soup", "soup_anchor"}
+
+
+@pytest.mark.parametrize("method", ["weighted_sum", "single", "none"])
+def test_other_methods_run(toy_cfg, tmp_path, method):
+    run_dir = runner.run(toy_cfg(f"guidance={method}", "guidance.num_candidates=2"), tmp_path / method)
+    rows = read_csv(run_dir / "rewards.csv")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    T, K = 4, 2
+    expected = {"weighted_sum": (T * K * 10, 6), "single": (T * K, 1), "none": (0, 1)}[method]
+    assert summary["reward_queries"] == expected[0] and len(rows) == expected[1]
+
+
+def test_same_config_twice_is_byte_identical(toy_cfg, tmp_path):
+    a = runner.run(toy_cfg("guidance=weighted_sum"), tmp_path / "a")
+    b = runner.run(toy_cfg("guidance=weighted_sum"), tmp_path / "b")
+    assert snapshot(a) == snapshot(b)
+
+
+def test_rerun_skips_complete_groups_and_repairs_torn_writes(toy_cfg, tmp_path):
+    cfg = toy_cfg("seeds=[0,1,2]")
+    ref = snapshot(runner.run(cfg, tmp_path / "ref"))
+    run_dir = tmp_path / "crashed"
+    runner.run(toy_cfg("seeds=[0,1]"), run_dir)  # two groups done ...
+    # ... then a crash in the middle of the third group's commit: a stray temp PNG, a torn trace line.
+    (run_dir / "images" / "p000_s2_w00.png.tmp").write_bytes(b"partial")
+    with open(run_dir / "trace.csv", "a") as f:
+        f.write("0,2,0,0,1.0,soup_anc")
+    with open(run_dir / "rewards.csv", "a") as f:
+        f.write("0,a red circle on a blue background,2,0,0.0,1.0,12.")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["fingerprint"] = runner.build_spec(cfg).fingerprint()
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    runner.run(cfg, run_dir)
+    assert snapshot(run_dir) == ref
+    assert not list((run_dir / "images").glob("*.tmp"))
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "complete"
+
+
+def test_resume_refuses_other_settings(toy_cfg, tmp_path):
+    from srsoup.errors import SrsoupError
+
+    runner.run(toy_cfg(), tmp_path / "r")
+    with pytest.raises(SrsoupError, match="other settings"):
+        runner.run(toy_cfg("guidance.num_candidates=4"), tmp_path / "r")
+
+
+KILL_SCRIPT = """
+import sys
+from srsoup import runner
+from tests.conftest import compose
+cfg = compose(*sys.argv[2:])
+runner.run(cfg, sys.argv[1])
+"""
+
+
+def test_kill_9_then_rerun_equals_uninterrupted_run(toy_model_dir, tmp_path):
+    overrides = [
+        f"model.pretrained={toy_model_dir}",
+        "sampler.steps=3",
+        "guidance.num_candidates=2",
+        "seeds=[0,1,2,3,4,5]",
+        "prompts.texts=[a red circle on a blue background]",
+        "progress=false",
+        "device=cpu",
+    ]
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    ref_dir, run_dir = tmp_path / "ref", tmp_path / "killed"
+    subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, str(ref_dir), *overrides], env=env, check=True, capture_output=True
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILL_SCRIPT, str(run_dir), *overrides],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill once at least one group is committed, mid-run
+        rewards = run_dir / "rewards.csv"
+        if rewards.exists() and len(rewards.read_text().splitlines()) > 6:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, str(run_dir), *overrides], env=env, check=True, capture_output=True
+    )
+    assert snapshot(run_dir) == snapshot(ref_dir)
+    rows = read_csv(run_dir / "rewards.csv")
+    assert len(rows) == len({(r["prompt_idx"], r["seed"], r["weight_idx"]) for r in rows}) == 36
