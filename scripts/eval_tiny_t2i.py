@@ -47,7 +47,10 @@ def evaluate(model: str, combos, seeds, steps: int, cfg_scale: float):
             prompts.append(prompt)
             images.append(result.images[0])
     images = torch.stack(images)
-    return float(adherence_hits(images, prompts).mean()), images, prompts
+    return {part: float(adherence_hits(images, prompts, part=part).mean()) for part in PARTS}, images, prompts
+
+
+PARTS = ("both", "background", "foreground")
 
 
 def save_grid(images: torch.Tensor, cols: int, path: str, scale: int = 3) -> None:
@@ -79,8 +82,8 @@ def main(argv=None):
     held, held_images, held_prompts = evaluate(args.model, HELD_OUT, seeds, args.steps, args.cfg_scale)
     seen_score, _, _ = evaluate(args.model, seen, seeds, args.steps, args.cfg_scale)
     figures = {
-        "held_out_adherence": round(held, 4),
-        "seen_adherence": round(seen_score, 4),
+        **{f"held_out_{p}": round(held[p], 4) for p in PARTS},
+        **{f"seen_{p}": round(seen_score[p], 4) for p in PARTS},
         "held_out_prompts": len(HELD_OUT),
         "seen_prompts": len(seen),
         "seeds": args.seeds,

@@ -50,17 +50,17 @@ def parse_args(argv=None):
     p.add_argument(
         "--high-noise-frac",
         type=float,
-        default=0.5,
-        help="fraction of samples whose timestep is drawn from [--high-noise-from, T): the background colour "
-        "is only decided (from the text) at high noise, which uniform timesteps rarely train under a cosine schedule",
+        default=0.0,
+        help="experimental, off for the shipped weights: fraction of samples whose timestep is drawn from "
+        "[--high-noise-from, T), where the background colour is decided (from the text) under a cosine schedule",
     )
     p.add_argument("--high-noise-from", type=int, default=850)
     p.add_argument(
         "--dc-weight",
         type=float,
-        default=1.0,
-        help="extra loss on the per-channel mean of the noise prediction, in units of a whole image's pixels: "
-        "makes the global colour (which the text sets) count as much as the rest of the image",
+        default=0.0,
+        help="experimental, off for the shipped weights: extra loss on the per-channel mean of the noise "
+        "prediction, in units of a whole image's pixels (the global colour, which the text sets)",
     )
     p.add_argument(
         "--toy", action="store_true", help="tiny widths for smoke tests (the result is not a usable model)"

@@ -84,18 +84,19 @@ def bhattacharyya(mean_a: torch.Tensor, mean_b: torch.Tensor, sigma: torch.Tenso
 
 
 def step_noise(seed: int, step: int, k: int, shape: Sequence[int], antithetic: bool = False) -> torch.Tensor:
-    """The noise set {ε_k} of a step: [k, *shape], a function of (seed, step) alone, drawn on the CPU.
+    """The noise set {ε_k} of a step: [k, *shape], each ε a function of (seed, step, index) alone, on the CPU.
 
-    Keying it by (seed, step) rather than one running stream makes ε_1 the same whatever K is, so a chain
-    whose rewards are constant samples exactly like unguided sampling, and anchors match single guidance.
-    Antithetic sets are [ε_1..ε_{K/2}, −ε_1..−ε_{K/2}] as in the reference.
+    Keying every ε by its index rather than drawing one running stream makes ε_1 the same whatever K is, so
+    a chain whose rewards are constant samples exactly like unguided sampling, and anchors match single
+    guidance. Antithetic sets are [ε_1..ε_{K/2}, −ε_1..−ε_{K/2}] as in the reference.
     """
-    state = np.random.SeedSequence([seed, step, 0x5EED]).generate_state(1, dtype=np.uint64)[0]
-    gen = torch.Generator().manual_seed(int(state) & ((1 << 63) - 1))
-    if antithetic:
-        half = torch.randn((k // 2, *shape), generator=gen)
-        return torch.cat([half, -half])
-    return torch.randn((k, *shape), generator=gen)
+    draws = k // 2 if antithetic else k
+    noise = torch.empty((draws, *shape))
+    for i in range(draws):
+        state = np.random.SeedSequence([seed, step, i, 0x5EED]).generate_state(2, dtype=np.uint32)
+        gen = torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
+        noise[i] = torch.randn(tuple(shape), generator=gen)
+    return torch.cat([noise, -noise]) if antithetic else noise
 
 
 @dataclass

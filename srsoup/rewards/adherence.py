@@ -41,9 +41,10 @@ class PromptAdherence:
         return scores
 
 
-def adherence_hits(images: torch.Tensor, prompts, min_fraction: float = 0.02) -> torch.Tensor:
-    """Binary adherence, for evaluation: background's majority colour right and ≥ ``min_fraction`` of pixels
-    of the foreground colour (nearest palette colour). NaN for prompts outside the grammar."""
+def adherence_hits(images: torch.Tensor, prompts, min_fraction: float = 0.02, part: str = "both") -> torch.Tensor:
+    """Binary adherence, for evaluation: the background's majority colour is right (``part="background"``),
+    at least ``min_fraction`` of the pixels have the foreground colour (``"foreground"``), or both. Colours are
+    the nearest palette colour of each pixel. NaN for prompts outside the grammar."""
     nearest = palette_membership(images.float().clamp(0, 1), 1e-4).argmax(1)
     border = border_mask(images.shape[-1]).to(images.device)
     hits = torch.full((len(images),), float("nan"))
@@ -53,5 +54,5 @@ def adherence_hits(images: torch.Tensor, prompts, min_fraction: float = 0.02) ->
             continue
         bg_ok = nearest[i][border].mode().values.item() == _PALETTE.index(scene.bg)
         fg_ok = (nearest[i] == _PALETTE.index(scene.fg)).float().mean().item() >= min_fraction
-        hits[i] = float(bg_ok and fg_ok)
+        hits[i] = float({"both": bg_ok and fg_ok, "background": bg_ok, "foreground": fg_ok}[part])
     return hits
