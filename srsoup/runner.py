@@ -439,15 +439,24 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Path:
             raise
     summary = summarize(spec, out, groups, wall_before + time.time() - start, "complete", len(all_groups))
     out.write_summary(summary)
+    where = _display(run_path)
     msg = (
         f"srsoup: {summary['images']} images ({len(spec.prompts)} prompts x {len(spec.seeds)} seeds x "
-        f"{len(spec.weights)} weights, {spec.method}) in {run_path}/images; scores in {run_path}/rewards.csv, "
+        f"{len(spec.weights)} weights, {spec.method}) in {where}/images; scores in {where}/rewards.csv, "
         f"per-step trace in trace.csv, totals in summary.json ({summary['reward_queries']} reward queries, "
         f"{summary['denoiser_evals']} denoiser evals)"
     )
     log.info(msg)
     print(msg)
     return run_path
+
+
+def _display(path: Path) -> str:
+    """The path relative to the working directory when it lies below it (as the user typed it)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 @dataclass

@@ -1,0 +1,210 @@
+"""Find and read run dirs and Hydra multirun sweep dirs, and group runs into compared series."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+# Methods that guide one reward or none: they are compared in the guided set's space of the
+# multi-reward runs, not used to define it.
+REFERENCE_METHODS = ("none", "single")
+# Config keys that do not change the method, so runs differing only in them are pooled.
+POOLED_CONFIG_KEYS = ("seeds", "device", "hydra")
+REQUIRED_COLUMNS = ("prompt_idx", "seed", "weight_idx", "image")
+
+
+class ReportError(ValueError):
+    """Bad input to the report: the message names the bad value."""
+
+
+@dataclass
+class Run:
+    """One run dir: its summary, its rows (None when the job failed) and why it failed."""
+
+    path: Path
+    name: str
+    summary: dict
+    rows: pd.DataFrame | None
+    status: str  # complete | partial | failed
+    failure: str = ""
+
+    @property
+    def method(self) -> str:
+        return str(self.summary.get("method", "unknown"))
+
+    @property
+    def rewards(self) -> list[str]:
+        """The guided reward set, in w_ column order."""
+        if "rewards" in self.summary:
+            return [str(r) for r in self.summary["rewards"]]
+        cols = [] if self.rows is None else self.rows.columns
+        return [c[2:] for c in cols if c.startswith("w_")]
+
+    @property
+    def config_key(self) -> str:
+        """Identity of the method and config; runs sharing it are pooled into one series."""
+        config = self.summary.get("config")
+        if not isinstance(config, dict):
+            return f"{self.method}|{self.path}"
+        kept = {k: v for k, v in config.items() if k not in POOLED_CONFIG_KEYS}
+        return f"{self.method}|{json.dumps(kept, sort_keys=True, default=str)}"
+
+
+@dataclass
+class Series:
+    """Runs of one method and config, pooled: one set of per-weight points in the plots."""
+
+    runs: list[Run]
+    label: str = ""
+    stats: pd.DataFrame | None = None  # filled by pareto.per_weight_stats
+    hypervolume: float = float("nan")
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def method(self) -> str:
+        return self.runs[0].method
+
+    @property
+    def name(self) -> str:
+        return "+".join(r.name for r in self.runs)
+
+    @property
+    def status(self) -> str:
+        return "partial" if any(r.status == "partial" for r in self.runs) else "complete"
+
+    @property
+    def rows(self) -> pd.DataFrame:
+        rows = pd.concat([r.rows for r in self.runs], ignore_index=True)
+        # Identical configs give identical images for a (prompt, seed): count each once.
+        return rows.drop_duplicates(["prompt_idx", "seed", "weight_idx"])
+
+    def total(self, key: str) -> int:
+        return int(sum(int(r.summary.get(key, 0) or 0) for r in self.runs))
+
+
+def _is_run_dir(path: Path) -> bool:
+    return any((path / f).exists() for f in ("rewards.csv", "summary.json", "FAILED"))
+
+
+def _job_dirs(path: Path) -> list[Path]:
+    jobs = [p for p in path.iterdir() if p.is_dir() and p.name.isdigit()]
+    return sorted(jobs, key=lambda p: int(p.name))
+
+
+def load_run(path: str | Path, name: str | None = None) -> Run:
+    """Read one run dir; a job without usable rows comes back with status 'failed'."""
+    path = Path(path)
+    name = name or path.name
+    summary: dict = {}
+    if (path / "summary.json").exists():
+        try:
+            summary = json.loads((path / "summary.json").read_text())
+        except (OSError, ValueError) as err:
+            return Run(path, name, {}, None, "failed", f"unreadable summary.json: {err}")
+    if (path / "FAILED").exists():
+        reason = (path / "FAILED").read_text(errors="replace").strip().splitlines()
+        return Run(path, name, summary, None, "failed", reason[0] if reason else "FAILED marker")
+    if summary.get("status") == "failed":
+        return Run(path, name, summary, None, "failed", str(summary.get("error", "status failed")))
+    if not (path / "rewards.csv").exists():
+        return Run(path, name, summary, None, "failed", "no rewards.csv")
+    try:
+        rows = pd.read_csv(path / "rewards.csv")
+    except (OSError, ValueError) as err:
+        return Run(path, name, summary, None, "failed", f"unreadable rewards.csv: {err}")
+    missing = [c for c in REQUIRED_COLUMNS if c not in rows.columns]
+    if missing or rows.empty:
+        why = f"rewards.csv lacks columns {missing}" if missing else "rewards.csv has no rows"
+        return Run(path, name, summary, None, "failed", why)
+    # A run without a summary was cut off before its first commit finished: treat as partial.
+    status = "partial" if summary.get("status", "partial") != "complete" else "complete"
+    return Run(path, name, summary, rows, status)
+
+
+def find_runs(dirs: list[str | Path]) -> list[Run]:
+    """Load every run dir given, recursing one level into sweep dirs for numbered job dirs."""
+    found: list[tuple[Path, Path | None]] = []  # (run dir, sweep dir it came from)
+    for d in map(Path, dirs):
+        if not d.is_dir():
+            raise ReportError(f"{str(d)!r} is not a directory")
+        if (d / "multirun.yaml").exists() or (not _is_run_dir(d) and _job_dirs(d)):
+            jobs = _job_dirs(d)
+            if not jobs:
+                raise ReportError(f"sweep dir {str(d)!r} has no numbered job dirs")
+            found += [(j, d) for j in jobs]
+        elif _is_run_dir(d):
+            found.append((d, None))
+        else:
+            raise ReportError(
+                f"{str(d)!r} is neither a run dir (rewards.csv, summary.json) "
+                "nor a multirun sweep dir (multirun.yaml, numbered job dirs)"
+            )
+    names = [p.name for p, _ in found]
+    runs = []
+    for path, sweep in found:
+        # Job dirs are named 0, 1, ...: prefix the sweep's name only where names collide.
+        name = path.name
+        if names.count(name) > 1:
+            name = f"{(sweep or path.parent).name}/{path.name}"
+        runs.append(load_run(path, name))
+    return runs
+
+
+def _flatten(config: dict, prefix: str = "") -> dict[str, str]:
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = str(value)
+    return flat
+
+
+def group_runs(runs: list[Run]) -> list[Series]:
+    """Pool usable runs by method and config; label each series by what sets it apart."""
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        if run.rows is not None:
+            groups.setdefault(run.config_key, []).append(run)
+    series = [Series(members) for members in groups.values()]
+    for s in series:
+        same_method = [o for o in series if o.method == s.method]
+        s.label = s.method
+        if len(same_method) > 1:
+            flats = [_flatten(o.runs[0].summary.get("config") or {}) for o in same_method]
+            mine = _flatten(s.runs[0].summary.get("config") or {})
+            keys = sorted({k for f in flats for k in f if len({g.get(k) for g in flats}) > 1})
+            keys = [k for k in keys if k.split(".")[0] not in POOLED_CONFIG_KEYS]
+            diff = ", ".join(f"{k.split('.')[-1]}={mine.get(k, '-')}" for k in keys[:3])
+            s.label = f"{s.method} [{diff or s.name}]"
+        if s.status == "partial":
+            s.label += " (partial)"
+    return series
+
+
+def objective_rewards(series: list[Series]) -> list[str]:
+    """The guided reward set that spans the objective space; error if compared runs disagree."""
+    guided = [s for s in series if s.method not in REFERENCE_METHODS]
+    if not guided:
+        # Only reference runs: their guided rewards together span the space.
+        objectives = list(dict.fromkeys(r for s in series for run in s.runs for r in run.rewards))
+    else:
+        objectives = guided[0].runs[0].rewards
+        for s in guided:
+            for run in s.runs:
+                if set(run.rewards) != set(objectives):
+                    raise ReportError(
+                        f"runs have different guided reward sets: {guided[0].runs[0].name} has "
+                        f"{objectives}, {run.name} has {run.rewards}"
+                    )
+    if not objectives:
+        raise ReportError(f"run {series[0].name!r} names no guided rewards (no w_ columns)")
+    for s in series:
+        for run in s.runs:
+            missing = [r for r in objectives if f"r_{r}" not in run.rows.columns]
+            if missing:
+                raise ReportError(f"run {run.name!r} has no score columns for rewards {missing}")
+    return objectives
