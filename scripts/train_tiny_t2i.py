@@ -45,7 +45,9 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--save-every", type=int, default=250, help="checkpoint interval in steps")
     p.add_argument(
-        "--init-from", default=None, help="fine-tune the unet and text encoder of this folder instead of a fresh init"
+        "--init-from",
+        default=None,
+        help="fine-tune the unet and text encoder of this folder instead of a fresh init",
     )
     p.add_argument(
         "--high-noise-frac",

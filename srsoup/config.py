@@ -54,7 +54,7 @@ class GuidanceConfig:
     #: none | single | weighted_sum | srsoup | best_of_n.
     method: str = "srsoup"
     #: K, candidates drawn per guided chain and step.
-    num_candidates: int = 16
+    num_candidates: int = 8
     #: Antithetic noise pairs ε_{k+K/2} = −ε_k (K must be even).
     antithetic: bool = False
     #: Reward normalization across candidates: zscore | tanh | minmax | rank.

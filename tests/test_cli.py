@@ -31,7 +31,7 @@ def test_help_and_unknown_command(tmp_path):
     out = srsoup("run", "--help", cwd=tmp_path)
     assert out.returncode == 0 and "model: sd15, sd35m, sdxl, tiny" in out.stdout
     out = srsoup("run", "--cfg", "job", cwd=tmp_path)
-    assert out.returncode == 0 and "num_candidates: 16" in out.stdout
+    assert out.returncode == 0 and "num_candidates: 8" in out.stdout
 
 
 def test_run_from_any_directory(toy_model_dir, tmp_path):

@@ -53,7 +53,7 @@ def test_contract_keys_exist():
 def test_default_plan(toy_cfg):
     spec = build_spec(compose("device=cpu"))
     assert spec.weights == [[0.0, 1.0], [0.2, 0.8], [0.4, 0.6], [0.6, 0.4], [0.8, 0.2], [1.0, 0.0]]
-    assert spec.steps == 50 and spec.cfg_scale == 3.0 and spec.guidance["soup_end_step"] == 20
+    assert spec.steps == 30 and spec.cfg_scale == 3.0 and spec.guidance["soup_end_step"] == 12
     three = build_spec(compose("device=cpu", "rewards=colorful_compress_adherence"))
     assert len(three.weights) == 13 and all(abs(sum(w) - 1) < 1e-9 for w in three.weights)
 
@@ -68,7 +68,7 @@ BAD = [
     (["weights.grid=[[0.5,0.6]]"], "off the simplex"),
     (["weights.grid=[[-0.5,1.5]]"], "off the simplex"),
     (["weights.grid=[[0.2,0.3,0.5]]"], "has 3 entries but the reward set has 2"),
-    (["budget.max_reward_queries=100"], "this plan needs 5440 reward queries"),
+    (["budget.max_reward_queries=100"], "this plan needs 1632 reward queries"),
     (["budget=fit", "budget.max_reward_queries=10"], "too small even for K=2"),
     (["device=cuda"], "device='cuda' but CUDA is not available"),
     (["device=tpu"], "device='tpu'"),
@@ -95,9 +95,9 @@ def test_bad_input_is_one_clear_error(overrides, message):
 
 
 def test_budget_fit_picks_largest_k():
-    # srsoup, T=50, S=20, L=6, M=2: queries = K·(20·2 + 30·10) = 340·K.
-    spec = build_spec(compose("device=cpu", "budget=fit", "budget.max_reward_queries=2000"))
-    assert spec.guidance["num_candidates"] == 5 and spec.fitted_from == 16
-    assert spec.plan.reward_queries == 1700 <= 2000
-    exact = build_spec(compose("device=cpu", "budget.max_reward_queries=5440"))
-    assert exact.guidance["num_candidates"] == 16 and exact.plan.reward_queries == 5440
+    # srsoup, T=30, S=12, L=6, M=2: queries = K·(12·2 + 18·10) = 204·K.
+    spec = build_spec(compose("device=cpu", "budget=fit", "budget.max_reward_queries=1000"))
+    assert spec.guidance["num_candidates"] == 4 and spec.fitted_from == 8
+    assert spec.plan.reward_queries == 816 <= 1000
+    exact = build_spec(compose("device=cpu", "budget.max_reward_queries=1632"))
+    assert exact.guidance["num_candidates"] == 8 and exact.plan.reward_queries == 1632

@@ -92,7 +92,7 @@ def test_exact_counts_single_and_none(toy_backbone, T, K):
 
 def test_anchor_chains_equal_single_guidance(toy_backbone, monkeypatch):
     # One item per forward pass, so batch composition cannot change the network's float rounding; what is left
-    # is reduction order in norms over [L, d] vs [1, d] tensors, far below a PNG level (1/255).
+    # is reduction order (threads, [L, d] vs [1, d] tensors): ~1e-5, far below a PNG level (1/255).
     monkeypatch.setattr(toy_backbone, "chunk_size", 1)
     names = ["colorfulness", "jpeg_compressibility"]
     weights = weight_grid(None, 2, names)  # [[0,1],[.5,.5],[1,0]]
@@ -100,7 +100,7 @@ def test_anchor_chains_equal_single_guidance(toy_backbone, monkeypatch):
     for m in range(len(names)):
         onehot = [1.0 if i == m else 0.0 for i in range(2)]
         single, *_ = run_group(toy_backbone, "single", names, [onehot], 5, seed=3, num_candidates=4)
-        torch.testing.assert_close(soup.images[weights.index(onehot)], single.images[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(soup.images[weights.index(onehot)], single.images[0], atol=1e-4, rtol=0)
     assert (soup.images[0] - soup.images[2]).abs().max() > 0.1  # the two anchors really differ
     # ... and the middle chain is a different image: it was steered by both rewards.
     assert not torch.allclose(soup.images[1], soup.images[0], atol=1e-3)
