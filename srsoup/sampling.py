@@ -44,15 +44,19 @@ def sample_group(
 ) -> GroupResult:
     """Run every chain of ``method.weights`` for one prompt and seed; x_T comes from the seed alone."""
     weights, names = method.weights, method.reward_names
-    n_chains = len(weights)
+    selecting = hasattr(method, "select")  # best-of-N: N samples, then one per weight
+    n_chains = method.num_chains() if selecting else len(weights)
     timesteps = backbone.set_steps(num_steps)
     cond = backbone.encode_prompt(prompt)
-    x = backbone.initial_latents(torch.Generator().manual_seed(seed)).expand(n_chains, *backbone.latent_shape)
+    if selecting:
+        x = method.initial_latents(backbone, seed)
+    else:
+        x = backbone.initial_latents(torch.Generator().manual_seed(seed)).expand(n_chains, *backbone.latent_shape)
     x = x.contiguous()
     before = {n: r.queries for n, r in rewards.items()}
     queries = torch.zeros(n_chains, dtype=torch.long)
     evals = torch.zeros(n_chains, dtype=torch.long)
-    anchors = anchor_rows(weights) if method.name != "none" else {}
+    anchors = anchor_rows(weights) if method.name not in ("none", "best_of_n") else {}
     trace = []
     method.start_group()
     for step in tqdm(range(num_steps), desc="steps", leave=False, disable=not progress, dynamic_ncols=True):
@@ -87,6 +91,14 @@ def sample_group(
                 row[f"bc_{names[m]}"] = bhattacharyya(dist.mean[a], dist.mean[c], dist.sigma)
             trace.append(row)
     images = backbone.final_images(x).float().cpu()
+    if selecting:
+        images, queries, _ = method.select(images, rewards, prompt)
+        evals = torch.tensor(
+            [
+                int(evals.sum()) // len(weights) + (1 if r < int(evals.sum()) % len(weights) else 0)
+                for r in range(len(weights))
+            ]
+        )
     return GroupResult(
         images=images,
         queries=queries,

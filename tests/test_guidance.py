@@ -182,3 +182,20 @@ def test_trace_reports_phases_and_bhattacharyya(toy_backbone):
     anchor = [r for r in result.trace if r["weight_idx"] == 2]
     assert all(r["bc_colorfulness"] == 1.0 for r in anchor)
     assert math.isnan(rows[0]["reward_mean_colorfulness"]) and not math.isnan(rows[2]["reward_mean_colorfulness"])
+
+
+def test_best_of_n_counts_and_selection(toy_backbone):
+    names = ["colorfulness", "brightness"]
+    weights = weight_grid(None, 2, names)
+    result, g, evals, rewards = run_group(toy_backbone, "best_of_n", names, weights, 3, num_candidates=4)
+    assert int(result.queries.sum()) == 4 * 2 == sum(r.queries for r in rewards.values()) == g.plan(3).reward_queries
+    assert evals == 4 * 3 == int(result.evals.sum()) == g.plan(3).denoiser_evals
+    # Each anchor row holds the best of the N samples under its reward (every row is one of the N samples).
+    bright = brightness(result.images, None)
+    assert float(bright[weights.index([0.0, 1.0])]) == float(bright.max())
+    colorful = REWARD_FNS["colorfulness"](result.images)
+    assert float(colorful[weights.index([1.0, 0.0])]) == float(colorful.max())
+    # With N = 1 the one sample is the unguided sample of the seed.
+    one, *_ = run_group(toy_backbone, "best_of_n", names, weights, 3, num_candidates=1)
+    plain, *_ = run_group(toy_backbone, "none", names, [[0.0, 0.0]], 3)
+    assert all(torch.equal(im, plain.images[0]) for im in one.images)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from srsoup.guidance.base import Guidance, Plan
+from srsoup.guidance.best_of_n import BestOfN
 from srsoup.guidance.none import NoGuidance
 from srsoup.guidance.single import Single
 from srsoup.guidance.srsoup import SRSoup
@@ -13,6 +14,7 @@ METHODS: dict[str, type[Guidance]] = {
     "single": Single,
     "weighted_sum": WeightedSum,
     "srsoup": SRSoup,
+    "best_of_n": BestOfN,
 }
 
-__all__ = ["METHODS", "Guidance", "Plan", "NoGuidance", "Single", "SRSoup", "WeightedSum"]
+__all__ = ["METHODS", "BestOfN", "Guidance", "Plan", "NoGuidance", "Single", "SRSoup", "WeightedSum"]

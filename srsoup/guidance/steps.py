@@ -137,7 +137,7 @@ class StepContext:
         self.dist = dist
         self.weights = weights  # [L, M]
         self.reward_names = reward_names
-        n = len(weights)
+        n = len(dist.mean)  # chains stepped (the weight grid, or the N samples of best-of-N)
         self.stats = StepStats(
             queries=torch.zeros(n, dtype=torch.long), evals=torch.ones(n, dtype=torch.long), phase=[""] * n
         )
@@ -173,9 +173,9 @@ class StepContext:
                         images[rows.to(images.device)], [self.prompt] * len(rows)
                     )
         if not self.is_last:
-            self.stats.evals += torch.bincount(owner, minlength=len(self.weights))
+            self.stats.evals += torch.bincount(owner, minlength=len(self.dist.mean))
         self.stats.queries += torch.bincount(
-            owner, weights=mask.sum(1).double(), minlength=len(self.weights)
+            owner, weights=mask.sum(1).double(), minlength=len(self.dist.mean)
         ).long()
         return out
 

@@ -1,0 +1,61 @@
+"""Best-of-N (beyond the paper): the simplest baseline at an equal reward-query budget.
+
+N unguided samples per prompt x seed group (sample 0 is exactly the `none` sample of that seed), each final image
+scored once under every reward (N·M queries, N·T denoiser evals); every weight w of the grid then takes the
+sample maximizing Σ_m w_m z_m, with z the z-scored rewards over the N samples. One set of samples serves the whole
+grid, so its cost does not grow with the number of weights.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from srsoup.guidance.base import Guidance, Plan
+from srsoup.guidance.steps import StepContext, normalize_rewards, step_noise
+
+
+X_T_KEY = 2**31 - 1  # the "step" under which the extra starting latents are keyed
+
+
+class BestOfN(Guidance):
+    name = "best_of_n"
+
+    def num_chains(self) -> int:
+        return self.num_candidates
+
+    def initial_latents(self, backbone, seed: int) -> torch.Tensor:
+        """Sample 0 starts from the seed's x_T (as `none`); the others from x_T keyed by (seed, index)."""
+        first = backbone.initial_latents(torch.Generator().manual_seed(seed))
+        rest = step_noise(seed, X_T_KEY, self.num_candidates, backbone.latent_shape)[1:] * backbone.init_noise_sigma
+        return torch.cat([first, rest.to(first)])
+
+    def candidate_plan(self, step: int, num_steps: int) -> list[tuple[int, torch.Tensor]]:
+        return []
+
+    def step(self, ctx: StepContext) -> torch.Tensor:
+        mean = ctx.dist.mean
+        noise = ctx.noise(len(mean))  # sample n takes ε_n of the step: sample 0 steps exactly as `none`
+        ctx.stats.phase = [self.name] * len(mean)
+        return mean + ctx.dist.sigma * noise
+
+    def select(self, images: torch.Tensor, rewards: dict, prompt: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """Score the N samples under every reward; the best sample per weight; queries attributed per row."""
+        scores = {n: rewards[n](images, [prompt] * len(images)) for n in self.reward_names}
+        z = torch.stack([normalize_rewards(scores[n], "zscore") for n in self.reward_names], dim=1)  # [N, M]
+        choice = (self.weights.float() @ z.T).argmax(dim=1)  # [L]
+        total = len(images) * len(self.reward_names)
+        rows = len(self.weights)
+        # The N·M queries serve every row; spread them so the rows sum to the total.
+        queries = torch.tensor([total // rows + (1 if r < total % rows else 0) for r in range(rows)])
+        return images[choice], queries, {n: len(images) for n in self.reward_names}
+
+    def plan(self, num_steps: int) -> Plan:
+        n, m = self.num_candidates, len(self.reward_names)
+        return Plan(
+            reward_queries_by_reward={name: n for name in self.reward_names},
+            denoiser_evals=n * num_steps,
+            chains=len(self.weights),
+            steps=num_steps,
+            num_candidates=n,
+            phases={self.name: dict(steps=num_steps, reward_queries=n * m, denoiser_evals=n * num_steps)},
+        )
