@@ -188,7 +188,9 @@ def test_best_of_n_counts_and_selection(toy_backbone):
     names = ["colorfulness", "brightness"]
     weights = weight_grid(None, 2, names)
     result, g, evals, rewards = run_group(toy_backbone, "best_of_n", names, weights, 3, num_candidates=4)
-    assert int(result.queries.sum()) == 4 * 2 == sum(r.queries for r in rewards.values()) == g.plan(3).reward_queries
+    assert (
+        int(result.queries.sum()) == 4 * 2 == sum(r.queries for r in rewards.values()) == g.plan(3).reward_queries
+    )
     assert evals == 4 * 3 == int(result.evals.sum()) == g.plan(3).denoiser_evals
     # Each anchor row holds the best of the N samples under its reward (every row is one of the N samples).
     bright = brightness(result.images, None)

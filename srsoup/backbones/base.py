@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,6 +136,20 @@ def resolve_pretrained(pretrained: str, revision: str | None) -> tuple[str, bool
             f"model path {pretrained!r} does not exist (expected a diffusers folder or a hub id org/name)"
         )
     return pretrained, False
+
+
+@contextmanager
+def loading_errors(pretrained: str, revision: str | None, local: bool):
+    """Turn any failure while loading a model into one actionable SrsoupError line."""
+    try:
+        yield
+    except SrsoupError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any loading failure becomes one actionable line
+        if local:
+            message = f"model folder {pretrained!r} is incomplete or unreadable: {err}"
+            raise SrsoupError(message.splitlines()[0]) from None
+        raise hub_error(pretrained, revision, err) from None
 
 
 def hub_error(pretrained: str, revision: str | None, err: Exception) -> SrsoupError:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from srsoup.backbones.base import Backbone, StepDistribution, hub_error, resolve_pretrained
+from srsoup.backbones.base import Backbone, StepDistribution, loading_errors, resolve_pretrained
 from srsoup.errors import SrsoupError
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class DDIMBackbone(Backbone):
 
         path, local = resolve_pretrained(pretrained, revision)
         kw = dict(revision=None if local else revision, local_files_only=local_files_only or local)
-        try:
+        with loading_errors(pretrained, revision, local):
             index = _load_index(path, kw)
             unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype, **kw)
             text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", dtype=dtype, **kw)
@@ -68,12 +68,6 @@ class DDIMBackbone(Backbone):
             vae = None
             if "vae" in index:
                 vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype, **kw)
-        except Exception as err:  # noqa: BLE001 - any loading failure becomes one actionable line
-            if local:
-                raise SrsoupError(
-                    f"model folder {pretrained!r} is incomplete or unreadable: {err}".splitlines()[0]
-                ) from None
-            raise hub_error(pretrained, revision, err) from None
         if scheduler_overrides:
             scheduler = DDIMScheduler.from_config(scheduler.config, **scheduler_overrides)
         return cls(

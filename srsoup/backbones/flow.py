@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from srsoup.backbones.base import Backbone, StepDistribution, hub_error, resolve_pretrained
+from srsoup.backbones.base import Backbone, StepDistribution, loading_errors, resolve_pretrained
 from srsoup.errors import SrsoupError
 
 log = logging.getLogger(__name__)
@@ -116,21 +116,13 @@ class FlowBackbone(Backbone):
 
         path, local = resolve_pretrained(pretrained, revision)
         kw = dict(revision=None if local else revision, local_files_only=local_files_only or local)
-        try:
+        with loading_errors(pretrained, revision, local):
             index = _load_index(path, kw)
             transformer = _component(path, index, "transformer", kw, dtype)
             encoders = [_component(path, index, f"text_encoder{s}", kw, dtype) for s in ("", "_2", "_3")]
             tokenizers = [_component(path, index, f"tokenizer{s}", kw) for s in ("", "_2", "_3")]
             scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(path, subfolder="scheduler", **kw)
             vae = _vae_in_dtype(path, kw, dtype) if index.get("vae", [None])[0] else None
-        except SrsoupError:
-            raise
-        except Exception as err:  # noqa: BLE001 - any loading failure becomes one actionable line
-            if local:
-                raise SrsoupError(
-                    f"model folder {pretrained!r} is incomplete or unreadable: {err}".splitlines()[0]
-                ) from None
-            raise hub_error(pretrained, revision, err) from None
         for name, part in (
             ("transformer", transformer),
             ("text_encoder", encoders[0]),

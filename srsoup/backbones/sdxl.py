@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from srsoup.backbones.base import hub_error, resolve_pretrained
+from srsoup.backbones.base import loading_errors, resolve_pretrained
 from srsoup.backbones.ddim import DDIMBackbone, PromptCond, _load_index
 from srsoup.errors import SrsoupError
 
@@ -73,7 +73,7 @@ class SDXLBackbone(DDIMBackbone):
 
         path, local = resolve_pretrained(pretrained, revision)
         kw = dict(revision=None if local else revision, local_files_only=local_files_only or local)
-        try:
+        with loading_errors(pretrained, revision, local):
             index = _load_index(path, kw)
             unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype, **kw)
             text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", dtype=dtype, **kw)
@@ -84,14 +84,6 @@ class SDXLBackbone(DDIMBackbone):
             tokenizer_2 = AutoTokenizer.from_pretrained(path, subfolder="tokenizer_2", **kw)
             scheduler = DDIMScheduler.from_config(_ddim_config(path, kw))
             vae_model = None if vae else _vae_in_dtype(path, "vae", kw, dtype)
-        except SrsoupError:
-            raise
-        except Exception as err:  # noqa: BLE001 - any loading failure becomes one actionable line
-            if local:
-                raise SrsoupError(
-                    f"model folder {pretrained!r} is incomplete or unreadable: {err}".splitlines()[0]
-                ) from None
-            raise hub_error(pretrained, revision, err) from None
         if vae:
             vae_model = _load_vae(vae, vae_revision, local_files_only, dtype)
         if scheduler_overrides:
