@@ -26,7 +26,7 @@ run: setup  ## the default experiment: embedded model, colourfulness vs compress
 	$(BIN)/srsoup run $(ARGS)
 
 test: setup  ## the test suite without slow and GPU tests (what CI runs)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider $(ARGS)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider --durations=8 $(ARGS)
 
 test-all: setup  ## every test, slow ones included (GPU tests skip without CUDA)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "" $(ARGS)
