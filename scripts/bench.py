@@ -51,17 +51,17 @@ OVERHEAD_TARGET = 1.10
 MEMORY_TARGET = 1.2
 BIG_K = 4096  # budget runs start from this K so that budget=fit always lowers it to what the budget allows
 
-# Sized for about 15-20 minutes on 2 CPU cores: one CFG denoiser eval of the embedded model costs ~30 ms on
-# one core (fp32) and the benchmark makes ~65k of them, two child processes at a time. Larger settings
-# (--steps 30 --candidates 8) need a faster machine.
+# Sized for at most 20 minutes on 2 CPU cores: one CFG denoiser eval of the embedded model costs 30-60 ms on one
+# core (fp32, depending on what else runs) and the benchmark makes ~49k of them, two child processes at a time.
+# Larger settings (--steps 30 --candidates 8) need a faster machine.
 FULL = dict(
-    steps=10,
+    steps=8,
     candidates=4,
     seeds=2,
     prompts=8,
     budget_ks="2,3,4",
     bon_ks="2",
-    # At T=10 a mixed chain's Bhattacharyya coefficient to the anchors it weighs falls from 1 to about 0.6-0.8
+    # At T=8-10 a mixed chain's Bhattacharyya coefficient to the anchors it weighs falls from 1 to about 0.6-0.8
     # over the first 6 steps (it is a per-step quantity: lower thresholds bind at larger T).
     thresholds="0.8,0.7",
     mem_candidates="8,64",
