@@ -4,8 +4,8 @@
 
 writes OUT/sd15, OUT/sdxl, OUT/sd35m (diffusers pipeline folders with ``model_index.json``: 32 px images from
 8x8 latents, a few channels), OUT/sdxl-vae-fp16-fix (a VAE at the repo root, like madebyollin/sdxl-vae-fp16-fix)
-and OUT/aesthetic, OUT/pickscore, OUT/hpsv2, OUT/clipscore (the layouts documented in srsoup/conf/reward/*.yaml),
-so the real loading code runs end to end offline, e.g.
+and OUT/aesthetic, OUT/pickscore, OUT/hpsv2, OUT/clipscore, OUT/imagereward (the layouts documented in
+srsoup/conf/reward/*.yaml), so the real loading code runs end to end offline, e.g.
 
     srsoup run model=sd15 model.pretrained=OUT/sd15
     srsoup run model=sdxl model.pretrained=OUT/sdxl model.vae=OUT/sdxl-vae-fp16-fix
@@ -14,7 +14,8 @@ so the real loading code runs end to end offline, e.g.
         rewards.aesthetic.pretrained=OUT/aesthetic rewards.pickscore.pretrained=OUT/pickscore   (one line)
 
 Nothing is downloaded: tokenizers are built here (a byte-level CLIP BPE with every byte but no merges, a tiny
-unigram T5). The weights mean nothing; the copies exist to test loading, shapes, counts and plumbing. Seconds.
+unigram T5, a character-level BERT WordPiece). The weights mean nothing; the copies exist to test loading,
+shapes, counts and plumbing. Seconds.
 """
 
 from __future__ import annotations
@@ -148,6 +149,38 @@ def save_clip_folder(out: Path, model, tok) -> Path:
         + "\n"
     )
     return out
+
+
+# ImageReward's BLIP: a ViT (32 px, 8 px patches) and a BERT text encoder with cross-attention, two layers each
+# (so layer indices past 0 are exercised), 2 heads of width 8 (hence OUT/imagereward/vision_config.json).
+BLIP_VIT = dict(width=16, depth=2, heads=2, patch=8, image_size=32, mlp_ratio=4)
+BLIP_TEXT = dict(
+    hidden_size=16,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=32,
+    max_position_embeddings=40,  # >= ImageReward's 35 prompt tokens
+)
+
+
+def bert_tokenizer():
+    """A BERT WordPiece over lowercase letters, digits and punctuation, each alone and as a ``##`` suffix."""
+    import string
+
+    from transformers import BertTokenizer
+
+    chars = string.ascii_lowercase + string.digits
+    tokens = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        *chars,
+        *string.punctuation,
+        *("##" + c for c in chars),
+    ]
+    return BertTokenizer(vocab={t: i for i, t in enumerate(tokens)}, model_max_length=512)
 
 
 def vae(**overrides):
@@ -349,6 +382,91 @@ def make_hpsv2(out: Path) -> Path:
     return out
 
 
+def make_imagereward(out: Path) -> Path:
+    """The THUDM/ImageReward layout: ``ImageReward.pt`` (the ImageReward module's state dict, original key names:
+    timm ViT under ``blip.visual_encoder``, BLIP's BERT under ``blip.text_encoder``, the unused contrastive
+    projections, ``mlp.layers``) + ``med_config.json`` (BLIP's format) + ``vision_config.json`` (srsoup's, the
+    head count) + ``tokenizer/``, as conf/reward/imagereward.yaml says.
+
+    Every tensor is random, LayerNorm weights included (around 1), so a key mapped to the wrong place changes
+    the score; the test of the conversion compares against a forward written from these names.
+    """
+    from srsoup.rewards.aesthetic import AestheticMLP
+    from srsoup.rewards.imagereward import DEFAULT_CHECKPOINT, MED_CONFIG, VISION_CONFIG
+
+    tok = bert_tokenizer()
+    vocab = len(tok) + 2  # + BLIP's [DEC] and [ENC], as med_config.json's 30524 = 30522 + 2
+    w, t = BLIP_VIT["width"], BLIP_TEXT
+    h, inner = t["hidden_size"], t["intermediate_size"]
+    state: dict[str, torch.Tensor] = {}
+
+    def linear(name: str, n_out: int, n_in: int) -> None:
+        state[f"{name}.weight"] = torch.randn(n_out, n_in) / n_in**0.5
+        state[f"{name}.bias"] = 0.1 * torch.randn(n_out)
+
+    def norm(name: str, n: int) -> None:
+        state[f"{name}.weight"] = 1 + 0.2 * torch.randn(n)
+        state[f"{name}.bias"] = 0.1 * torch.randn(n)
+
+    v, p = "blip.visual_encoder.", BLIP_VIT["patch"]
+    grid = BLIP_VIT["image_size"] // p
+    state[v + "cls_token"] = 0.5 * torch.randn(1, 1, w)
+    state[v + "pos_embed"] = 0.5 * torch.randn(1, grid * grid + 1, w)
+    state[v + "patch_embed.proj.weight"] = torch.randn(w, 3, p, p) / (3 * p * p) ** 0.5
+    state[v + "patch_embed.proj.bias"] = 0.1 * torch.randn(w)
+    for i in range(BLIP_VIT["depth"]):
+        b = f"{v}blocks.{i}."
+        norm(b + "norm1", w)
+        linear(b + "attn.qkv", 3 * w, w)
+        linear(b + "attn.proj", w, w)
+        norm(b + "norm2", w)
+        linear(b + "mlp.fc1", BLIP_VIT["mlp_ratio"] * w, w)
+        linear(b + "mlp.fc2", w, BLIP_VIT["mlp_ratio"] * w)
+    norm(v + "norm", w)
+    e = "blip.text_encoder."
+    state[e + "embeddings.word_embeddings.weight"] = torch.randn(vocab, h)
+    state[e + "embeddings.position_embeddings.weight"] = torch.randn(t["max_position_embeddings"], h)
+    state[e + "embeddings.position_ids"] = torch.arange(t["max_position_embeddings"]).expand(1, -1).clone()
+    norm(e + "embeddings.LayerNorm", h)
+    for i in range(t["num_hidden_layers"]):
+        b = f"{e}encoder.layer.{i}."
+        for attn, kv_width in (("attention", h), ("crossattention", w)):
+            linear(f"{b}{attn}.self.query", h, h)
+            linear(f"{b}{attn}.self.key", h, kv_width)
+            linear(f"{b}{attn}.self.value", h, kv_width)
+            linear(f"{b}{attn}.output.dense", h, h)
+            norm(f"{b}{attn}.output.LayerNorm", h)
+        linear(b + "intermediate.dense", inner, h)
+        linear(b + "output.dense", h, inner)
+        norm(b + "output.LayerNorm", h)
+    linear("blip.vision_proj", 256, w)  # BLIP's contrastive projections: saved, unused by the score
+    linear("blip.text_proj", 256, h)
+    for k, param in AestheticMLP(h).state_dict().items():
+        state[f"mlp.{k}"] = torch.randn_like(param) / param.shape[-1] ** 0.5
+
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(state, out / DEFAULT_CHECKPOINT)
+    med = {
+        "architectures": ["BertModel"],
+        "attention_probs_dropout_prob": 0.1,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "initializer_range": 0.02,
+        "layer_norm_eps": 1e-12,
+        "model_type": "bert",
+        "pad_token_id": tok.pad_token_id,
+        "type_vocab_size": 2,
+        "vocab_size": vocab,
+        "encoder_width": w,
+        "add_cross_attention": True,
+        **t,
+    }
+    (out / MED_CONFIG).write_text(json.dumps(med, indent=2) + "\n")
+    (out / VISION_CONFIG).write_text(json.dumps({"num_attention_heads": BLIP_VIT["heads"]}, indent=2) + "\n")
+    tok.save_pretrained(out / "tokenizer")
+    return out
+
+
 BUILDERS = {
     "sd15": make_sd15,
     "sdxl": make_sdxl,
@@ -357,6 +475,7 @@ BUILDERS = {
     "pickscore": make_clip_reward,
     "clipscore": make_clip_reward,
     "hpsv2": make_hpsv2,
+    "imagereward": make_imagereward,
 }
 
 

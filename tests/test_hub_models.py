@@ -8,7 +8,6 @@ import importlib.util
 import json
 import math
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -191,13 +190,20 @@ def hub_reward(name: str, tiny: Path):
     from srsoup.rewards.aesthetic import AestheticScore
     from srsoup.rewards.clipscore import CLIPScore
     from srsoup.rewards.hpsv2 import HPSv2
+    from srsoup.rewards.imagereward import ImageRewardScore
     from srsoup.rewards.pickscore import PickScore
 
-    cls = {"aesthetic": AestheticScore, "pickscore": PickScore, "clipscore": CLIPScore, "hpsv2": HPSv2}[name]
+    cls = {
+        "aesthetic": AestheticScore,
+        "pickscore": PickScore,
+        "clipscore": CLIPScore,
+        "hpsv2": HPSv2,
+        "imagereward": ImageRewardScore,
+    }[name]
     return cls(pretrained=str(tiny / name), device="cpu", dtype=torch.float32)
 
 
-@pytest.mark.parametrize("name", ["aesthetic", "pickscore", "clipscore", "hpsv2"])
+@pytest.mark.parametrize("name", ["aesthetic", "pickscore", "clipscore", "hpsv2", "imagereward"])
 def test_hub_reward_loads_offline_and_scores(tiny, name):
     reward = hub_reward(name, tiny)
     images = torch.rand(5, 3, 40, 48, generator=torch.Generator().manual_seed(1))  # not square, not 32 px
@@ -250,6 +256,117 @@ def test_hps_from_an_already_converted_folder_scores_the_same(tiny, tmp_path):
     torch.testing.assert_close(converted(images, [PROMPT] * 3), original(images, [PROMPT] * 3))
 
 
+def image_reward_reference(state: dict, med: dict, heads: int, pixels, input_ids, attention_mask):
+    """ImageReward's score from its raw state dict, in plain torch after the original BLIP code: a timm ViT
+    (pre-norm blocks, fused qkv, exact GELU, LayerNorm eps 1e-6, all tokens after the final norm), BLIP's BERT
+    (post-LN; self-attention with BLIP's additive -10000 padding mask, cross-attention to every image token, FFN),
+    the 5 linear layers of the MLP on [CLS], then the standardization."""
+    F = torch.nn.functional
+
+    def linear(x, name):
+        return F.linear(x, state[f"{name}.weight"], state[f"{name}.bias"])
+
+    def norm(x, name, eps):
+        return F.layer_norm(x, x.shape[-1:], state[f"{name}.weight"], state[f"{name}.bias"], eps)
+
+    def attend(q, k, v, n_heads, mask=None):
+        b, n, d = q.shape
+        q, k, v = (t.reshape(b, -1, n_heads, d // n_heads).transpose(1, 2) for t in (q, k, v))
+        scores = q @ k.transpose(-1, -2) / math.sqrt(d // n_heads)
+        if mask is not None:
+            scores = scores + mask
+        return (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, n, d)
+
+    v = "blip.visual_encoder."
+    weight = state[v + "patch_embed.proj.weight"]
+    x = F.conv2d(pixels, weight, state[v + "patch_embed.proj.bias"], stride=weight.shape[-1])
+    x = x.flatten(2).transpose(1, 2)
+    x = torch.cat([state[v + "cls_token"].expand(len(x), -1, -1), x], dim=1) + state[v + "pos_embed"]
+    blocks = {int(k.split(".")[3]) for k in state if k.startswith(v + "blocks.")}
+    for i in sorted(blocks):
+        b = f"{v}blocks.{i}."
+        q, k, val = linear(norm(x, b + "norm1", 1e-6), b + "attn.qkv").chunk(3, dim=-1)
+        x = x + linear(attend(q, k, val, heads), b + "attn.proj")
+        x = x + linear(F.gelu(linear(norm(x, b + "norm2", 1e-6), b + "mlp.fc1")), b + "mlp.fc2")
+    image = norm(x, v + "norm", 1e-6)
+
+    e, eps, n_heads = "blip.text_encoder.", med["layer_norm_eps"], med["num_attention_heads"]
+    positions = torch.arange(input_ids.shape[1])
+    h = state[e + "embeddings.word_embeddings.weight"][input_ids]
+    h = norm(h + state[e + "embeddings.position_embeddings.weight"][positions], e + "embeddings.LayerNorm", eps)
+    pad_mask = (1.0 - attention_mask[:, None, None, :].float()) * -10000.0
+    for i in range(med["num_hidden_layers"]):
+        b = f"{e}encoder.layer.{i}."
+        for attn, kv, mask in (("attention", h, pad_mask), ("crossattention", image, None)):
+            s = f"{b}{attn}.self."
+            out = attend(linear(h, s + "query"), linear(kv, s + "key"), linear(kv, s + "value"), n_heads, mask)
+            h = norm(linear(out, f"{b}{attn}.output.dense") + h, f"{b}{attn}.output.LayerNorm", eps)
+        ffn = linear(F.gelu(linear(h, b + "intermediate.dense")), b + "output.dense")
+        h = norm(ffn + h, b + "output.LayerNorm", eps)
+    r = h[:, 0]
+    for i in (0, 2, 4, 6, 7):  # dropouts between, no activations
+        r = linear(r, f"mlp.layers.{i}")
+    return (r.squeeze(1) - 0.16717362830052426) / 1.0333394966054072
+
+
+def test_imagereward_conversion_matches_a_forward_from_the_original_keys(tiny):
+    from srsoup.rewards.clipscore import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+    folder = tiny / "imagereward"
+    reward = hub_reward("imagereward", tiny)
+    state = torch.load(folder / "ImageReward.pt", weights_only=True)
+    med = json.loads((folder / "med_config.json").read_text())
+    heads = json.loads((folder / "vision_config.json").read_text())["num_attention_heads"]
+    assert "blip.vision_proj.weight" in state and "blip.text_encoder.embeddings.position_ids" in state  # tolerated
+    # LayerNorm eps moves the scores by less than the tolerance below: BLIP's ViT uses 1e-6, its BERT med_config's.
+    assert reward.vision.config.layer_norm_eps == 1e-6
+    assert reward.text.config.layer_norm_eps == med["layer_norm_eps"] == 1e-12
+    # BLIP's tokenizer: bert-base-uncased's + [DEC] (bos) and [ENC], prompts padded to 35 tokens.
+    tok = reward.tokenizer
+    assert len(tok) == med["vocab_size"] and tok.bos_token == "[DEC]" and "[ENC]" in tok.get_vocab()
+    prompts = ["a photo of a cat", "A Dog!", "a photo of a cat", "x" * 60]  # 14, 7, 14, 35 tokens (truncated)
+    enc = tok(prompts, padding="max_length", truncation=True, max_length=35, return_tensors="pt")
+    assert enc.input_ids.shape == (4, 35) and enc.attention_mask.sum(1).tolist() == [14, 7, 14, 35]
+    assert enc.input_ids[:, 0].tolist() == [tok.cls_token_id] * 4
+    # 32 px images: the model's input size, so preprocessing is only the OpenAI mean/std normalization.
+    images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    pixels = (images - torch.tensor(OPENAI_CLIP_MEAN).view(3, 1, 1)) / torch.tensor(OPENAI_CLIP_STD).view(3, 1, 1)
+    ref = image_reward_reference(state, med, heads, pixels, enc.input_ids, enc.attention_mask)
+    scores = reward(images, prompts)
+    torch.testing.assert_close(scores, ref, atol=1e-5, rtol=1e-5)
+    assert scores.std() > 0.1 and (scores[0] - scores[2]).abs() > 1e-3  # depends on the image, not only the prompt
+    torch.testing.assert_close(reward(images.flip(0), prompts[::-1]), scores.flip(0))  # batch order is kept
+
+
+def test_imagereward_checkpoint_keys_are_checked_in_one_line(tiny, tmp_path):
+    from srsoup.rewards.imagereward import ImageRewardScore
+
+    folder = tmp_path / "ir"
+    shutil.copytree(tiny / "imagereward", folder)
+    state = torch.load(folder / "ImageReward.pt", weights_only=True)
+    for change, words in (
+        ({"blip.itm_head.weight": torch.zeros(2, 16)}, "unexpected ['blip.itm_head.weight']"),
+        ({"blip.visual_encoder.blocks.0.attn.relative_bias": torch.zeros(1)}, "unexpected"),
+        ({"blip.text_encoder.encoder.layer.0.attention.self.query_extra.weight": torch.zeros(1)}, "unexpected"),
+    ):
+        torch.save({**state, **change}, folder / "ImageReward.pt")
+        with pytest.raises(SrsoupError) as e:
+            ImageRewardScore(pretrained=str(folder))
+        assert words in one_line(e)
+    for dropped in (
+        "blip.visual_encoder.blocks.1.norm2.bias",
+        "blip.text_encoder.encoder.layer.1.output.dense.weight",
+    ):
+        torch.save({k: v for k, v in state.items() if k != dropped}, folder / "ImageReward.pt")
+        with pytest.raises(SrsoupError) as e:
+            ImageRewardScore(pretrained=str(folder))
+        assert "missing" in one_line(e) and dropped.split(".", 2)[-1] in one_line(e)
+    (folder / "ImageReward.pt").unlink()
+    with pytest.raises(SrsoupError) as e:
+        ImageRewardScore(pretrained=str(folder))
+    assert one_line(e) == f"reward 'imagereward': {folder / 'ImageReward.pt'} is missing"
+
+
 def test_clip_preprocess_matches_pil_resize_and_crop():
     import numpy as np
     from PIL import Image
@@ -285,6 +402,7 @@ def test_missing_hub_rewards_say_how_to_get_them():
     from srsoup.rewards.aesthetic import AestheticScore
     from srsoup.rewards.clipscore import CLIPScore
     from srsoup.rewards.hpsv2 import HPSv2
+    from srsoup.rewards.imagereward import ImageRewardScore
     from srsoup.rewards.pickscore import PickScore
 
     with pytest.raises(SrsoupError) as e:
@@ -304,6 +422,14 @@ def test_missing_hub_rewards_say_how_to_get_them():
     with pytest.raises(SrsoupError) as e:
         HPSv2(repo="srsoup-test/missing-hps")
     assert "`huggingface-cli download srsoup-test/missing-hps HPS_v2.1_compressed.pt`" in one_line(e)
+    with pytest.raises(SrsoupError) as e:
+        ImageRewardScore(pretrained="srsoup-test/missing-ir", revision="0123abc")
+    msg = one_line(e)
+    assert msg.startswith("reward 'imagereward': srsoup-test/missing-ir ImageReward.pt med_config.json is not")
+    assert (
+        "`huggingface-cli download srsoup-test/missing-ir ImageReward.pt med_config.json --revision 0123abc`"
+        in msg
+    )
     with pytest.raises(SrsoupError, match=r"reward 'aesthetic': '/no/such/folder' does not exist"):
         AestheticScore(pretrained="/no/such/folder")
 
@@ -325,15 +451,6 @@ def test_missing_hub_backbones_say_how_to_get_them():
         with pytest.raises(SrsoupError) as e:
             cls.from_pretrained("srsoup-test/missing-model", revision="abc", **CPU)
         assert "`huggingface-cli download srsoup-test/missing-model --revision abc`" in one_line(e)
-
-
-def test_imagereward_without_its_package_is_one_line(monkeypatch):
-    from srsoup.rewards.imagereward import ImageRewardScore
-
-    monkeypatch.setitem(sys.modules, "ImageReward", None)
-    with pytest.raises(SrsoupError) as e:
-        ImageRewardScore()
-    assert "pip install 'srsoup[imagereward]'" in one_line(e)
 
 
 # --- configs and `run` end to end ----------------------------------------------------------------------------
@@ -371,12 +488,13 @@ def test_run_aes_pick_with_paper_eval_rewards_end_to_end(tiny, tmp_path):
         f"rewards.pickscore.pretrained={tiny / 'pickscore'}",
         f"eval_rewards.hpsv2.pretrained={tiny / 'hpsv2'}",
         f"eval_rewards.clipscore.pretrained={tiny / 'clipscore'}",
+        f"eval_rewards.imagereward.pretrained={tiny / 'imagereward'}",
         *BASE,
     )
     run_dir = runner.run(cfg, tmp_path / "run")
     rows = read_rows(run_dir)
     assert len(rows) == 6
-    cols = ["r_aesthetic", "r_pickscore", "r_jpeg_compressibility", "r_hpsv2", "r_clipscore"]
+    cols = ["r_aesthetic", "r_pickscore", "r_jpeg_compressibility", "r_hpsv2", "r_clipscore", "r_imagereward"]
     assert [c for c in rows[0] if c.startswith("r_")] == cols
     assert all(math.isfinite(float(r[c])) for r in rows for c in cols)
     assert json.loads((run_dir / "summary.json").read_text())["reward_queries_by_reward"] == {
@@ -407,4 +525,4 @@ def test_experiments_compose_and_plan_as_their_cost_comments_say(name, tmp_path)
     assert (spec.plan.reward_queries, spec.plan.denoiser_evals) == (queries, evals)
     text = (ROOT / "srsoup/conf/experiment" / f"{name}.yaml").read_text()
     assert text.startswith("# @package _global_") and f"{queries:,}" in text and f"{evals:,}" in text
-    assert set(spec.eval_rewards) | set(rewards) >= {"aesthetic", "hpsv2", "clipscore", "pickscore"}
+    assert set(spec.eval_rewards) | set(rewards) >= {"aesthetic", "hpsv2", "clipscore", "pickscore", "imagereward"}
