@@ -55,7 +55,7 @@ BIG_K = 4096  # budget runs start from this K so that budget=fit always lowers i
 # core (fp32, depending on what else runs) and the benchmark makes ~49k of them, two child processes at a time.
 # Larger settings (--steps 30 --candidates 8) need a faster machine.
 FULL = dict(
-    steps=8,
+    steps=10,
     candidates=4,
     seeds=2,
     prompts=8,
@@ -427,8 +427,8 @@ def replay(rec: Recorder, cfg) -> dict:
     return secs
 
 
-def profile_run(cfg, run_dir: Path, out_txt: Path, top: int = 25) -> list[dict]:
-    """cProfile of a run; the hot spots by own time, as file:line(function) with seconds and calls."""
+def profile_run(cfg, run_dir: Path, out_txt: Path, top: int = 25) -> dict:
+    """cProfile of a run: srsoup's functions by cumulative time and all functions by own time (file:line(name))."""
     import cProfile
     import io
     import pstats
@@ -436,13 +436,15 @@ def profile_run(cfg, run_dir: Path, out_txt: Path, top: int = 25) -> list[dict]:
     from srsoup import runner
 
     prof = cProfile.Profile()
+    start = time.perf_counter()
     prof.enable()
     runner.run(cfg, run_dir)
     prof.disable()
+    seconds = time.perf_counter() - start
     buf = io.StringIO()
     stats = pstats.Stats(prof, stream=buf)
-    stats.sort_stats("tottime").print_stats(top)
     stats.sort_stats("cumulative").print_stats(r"srsoup", top)
+    stats.sort_stats("tottime").print_stats(top)
     out_txt.write_text(buf.getvalue())
     rows = []
     for (path, line, func), (_, calls, tottime, cumtime, _) in stats.stats.items():
@@ -453,9 +455,14 @@ def profile_run(cfg, run_dir: Path, out_txt: Path, top: int = 25) -> list[dict]:
                 "calls": calls,
                 "tottime": round(tottime, 3),
                 "cumtime": round(cumtime, 3),
+                "srsoup": short.startswith("srsoup/"),
             }
         )
-    return sorted(rows, key=lambda r: -r["tottime"])[:top]
+    return {
+        "seconds": seconds,
+        "srsoup_cumulative": sorted((r for r in rows if r["srsoup"]), key=lambda r: -r["cumtime"])[:top],
+        "own_time": sorted(rows, key=lambda r: -r["tottime"])[:top],
+    }
 
 
 def execute(job: dict) -> dict:
@@ -649,6 +656,11 @@ def run_figures(rd: RunDef, run_dir: Path, side: dict, plan: dict | None) -> dic
         measured_fresh=side.get("fresh"),
         cached=bool(side.get("cached")),
         points=[[float(v) for v in row] for row in means.to_numpy()],
+        # Per (prompt, seed) group, per weight: the raw rewards, for the bootstrap (not written out).
+        _groups={
+            f"p{p}_s{sd}": g.sort_values("weight_idx")[[f"r_{r}" for r in REWARDS]].to_numpy().tolist()
+            for (p, sd), g in rows.groupby(["prompt_idx", "seed"])
+        },
         weights=summary["weights"],
         eval_means={c[2:]: float(rows[c].mean()) for c in eval_cols},
     )
@@ -657,8 +669,9 @@ def run_figures(rd: RunDef, run_dir: Path, side: dict, plan: dict | None) -> dic
     return rec
 
 
-def analyse(records: list[dict], meta: dict) -> dict:
-    """Shared reference point, hypervolumes, ratios to weighted_sum, equal-budget comparisons."""
+def analyse(records: list[dict], meta: dict, n_boot: int = 1000) -> dict:
+    """Shared reference point, hypervolumes, ratios to weighted_sum (with paired bootstrap intervals over the
+    prompt x seed groups), equal-budget comparisons, and where each budget curve reaches the target."""
     import numpy as np
 
     from srsoup.report.pareto import default_ref, hypervolume
@@ -669,9 +682,29 @@ def analyse(records: list[dict], meta: dict) -> dict:
     for r in ok:
         r["hypervolume"] = hypervolume(np.array(r["points"]), ref)
     ws = next((r for r in ok if r["name"] == "weighted_sum"), None)
+
+    # Paired bootstrap: resample the (prompt, seed) groups with replacement, the same draw for every run, and
+    # recompute each run's per-weight means and hypervolume against the fixed reference point.
+    keys = sorted(set.intersection(*(set(r["_groups"]) for r in ok))) if ok else []
+    rng = np.random.default_rng(0)
+    counts = rng.multinomial(len(keys), [1 / len(keys)] * len(keys), size=n_boot) if keys else np.zeros((0, 0))
+    boot = {}
+    for r in ok:
+        pts = np.array([r["_groups"][k] for k in keys])  # [G, L, M]
+        means = np.einsum("bg,glm->blm", counts, pts) / len(keys)
+        boot[r["name"]] = np.array([hypervolume(m, ref) for m in means])
+
+    def ratio_ci(num: str, den: str) -> list[float] | None:
+        if num not in boot or den not in boot:
+            return None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios = boot[num] / boot[den]
+        return [float(x) for x in np.nanpercentile(ratios, [2.5, 97.5])]
+
     for r in ok:
         if ws:
             r["hv_ratio_ws"] = r["hypervolume"] / ws["hypervolume"] if ws["hypervolume"] else float("nan")
+            r["hv_ratio_ws_ci95"] = ratio_ci(r["name"], ws["name"])
             r["query_ratio_ws"] = r["reward_queries"] / ws["reward_queries"]
             r["eval_ratio_ws"] = r["denoiser_evals"] / ws["denoiser_evals"]
             r["wall_ratio_ws"] = r["wall_seconds"] / ws["wall_seconds"]
@@ -679,6 +712,17 @@ def analyse(records: list[dict], meta: dict) -> dict:
 
     by_name = {r["name"]: r for r in ok}
     main = f"srsoup_end{meta['main_soup_end']}"
+    # weighted_sum's hypervolume at any query count inside its measured range, by linear interpolation along its
+    # budget curve: the "equal budget" reference for runs whose query count no weighted_sum run matches.
+    ws_curve = sorted(
+        {(r["reward_queries_per_group"], r["hypervolume"]) for r in ok if r["family"] == "weighted_sum"}
+    )
+    if len(ws_curve) > 1:
+        qs, hvs = zip(*ws_curve)
+        for r in ok:
+            q = r["reward_queries_per_group"]
+            if r["family"] not in ("none", "single") and qs[0] <= q <= qs[-1]:
+                r["hv_ratio_ws_equal_queries"] = r["hypervolume"] / float(np.interp(q, qs, hvs))
     budget_rows = []
     for b in meta["budgets"]:
         row = {"budget": b}
@@ -691,26 +735,44 @@ def analyse(records: list[dict], meta: dict) -> dict:
                     "hypervolume": r["hypervolume"],
                     "hv_ratio_ws": r.get("hv_ratio_ws"),
                 }
-        w, s = row.get("weighted_sum"), row.get(main)
-        if w and s and w["hypervolume"]:
-            row["srsoup_over_ws_hv"] = s["hypervolume"] / w["hypervolume"]
+        w, sr = row.get("weighted_sum"), row.get(main)
+        ws_name = f"weighted_sum_B{b}"
+        if w and sr and w["hypervolume"]:
+            row["srsoup_over_ws_hv"] = sr["hypervolume"] / w["hypervolume"]
+            row["srsoup_over_ws_hv_ci95"] = ratio_ci(f"{main}_B{b}", ws_name)
         if w and row.get("best_of_n") and w["hypervolume"]:
             row["best_of_n_over_ws_hv"] = row["best_of_n"]["hypervolume"] / w["hypervolume"]
+            row["best_of_n_over_ws_hv_ci95"] = ratio_ci(f"best_of_n_B{b}", ws_name)
         budget_rows.append(row)
 
-    def reach(names):
-        hits = [by_name[n] for n in names if n in by_name and by_name[n].get("reaches_target")]
-        best = min(hits, key=lambda r: r["query_ratio_ws"], default=None)
-        return (
-            {"run": best["name"], "query_ratio": best["query_ratio_ws"], "hv_ratio": best["hv_ratio_ws"]}
-            if best
-            else None
-        )
+    def reach(names: list[str]) -> dict | None:
+        """The cheapest measured run of a curve at >= HV_TARGET, and the linear interpolation of where the
+        curve (runs ordered by queries) first crosses it."""
+        pts = sorted((by_name[n] for n in set(names) if n in by_name), key=lambda r: r["query_ratio_ws"])
+        hits = [r for r in pts if r.get("reaches_target")]
+        if not hits:
+            return None
+        best = min(hits, key=lambda r: r["query_ratio_ws"])
+        crossing = None
+        for lo, hi in zip([None, *pts[:-1]], pts):
+            if hi["hv_ratio_ws"] >= HV_TARGET:
+                if lo is None or lo["hv_ratio_ws"] >= HV_TARGET:
+                    crossing = hi["query_ratio_ws"]
+                else:
+                    f = (HV_TARGET - lo["hv_ratio_ws"]) / (hi["hv_ratio_ws"] - lo["hv_ratio_ws"])
+                    crossing = lo["query_ratio_ws"] + f * (hi["query_ratio_ws"] - lo["query_ratio_ws"])
+                break
+        return {
+            "run": best["name"],
+            "query_ratio": best["query_ratio_ws"],
+            "hv_ratio": best["hv_ratio_ws"],
+            "interpolated_query_ratio": crossing,
+        }
 
     budget_names = {p: [f"{p}_B{b}" for b in meta["budgets"]] for p in ("weighted_sum", main, "best_of_n")}
     curves = {
         f"{main} (K={meta['K']} and budgets)": reach([main, *budget_names[main]]),
-        "weighted_sum (budgets)": reach(budget_names["weighted_sum"]),
+        f"weighted_sum (K={meta['K']} and budgets)": reach(["weighted_sum", *budget_names["weighted_sum"]]),
         "best_of_n (budgets)": reach(budget_names["best_of_n"]),
     }
     for r in ok:
@@ -726,6 +788,12 @@ def analyse(records: list[dict], meta: dict) -> dict:
             )
     return {
         "reference_point": {n: float(v) for n, v in zip(REWARDS, ref)},
+        "bootstrap": {
+            "resamples": n_boot,
+            "groups": len(keys),
+            "seed": 0,
+            "what": "paired resampling of prompt x seed groups; 95% percentile intervals of HV ratios",
+        },
         "equal_budget": budget_rows,
         "reach_target": curves,
     }
@@ -810,6 +878,12 @@ def _f(v) -> str:
     return f"{v:.3g}"
 
 
+def _with_ci(value, ci) -> str:
+    if value is None:
+        return "–"
+    return f"{_f(value)} ({_f(ci[0])}–{_f(ci[1])})" if ci else _f(value)
+
+
 def _table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(_f(c) if not isinstance(c, str) else c for c in row) + " |" for row in rows]
@@ -857,7 +931,7 @@ def markdown(res: dict) -> str:
                 r["wall_seconds"],
                 r["peak_rss_mb"],
                 r["hypervolume"],
-                r.get("hv_ratio_ws"),
+                _with_ci(r.get("hv_ratio_ws"), r.get("hv_ratio_ws_ci95")),
                 r["eval_means"].get("prompt_adherence"),
             ]
         )
@@ -873,7 +947,7 @@ def markdown(res: dict) -> str:
                 "wall s",
                 "peak RSS MB",
                 "hypervolume",
-                "× WS HV",
+                "× WS HV (95% CI)",
                 "adherence",
             ],
             rows,
@@ -895,10 +969,10 @@ def markdown(res: dict) -> str:
                 w.get("hypervolume"),
                 sr.get("K"),
                 sr.get("hypervolume"),
-                b.get("srsoup_over_ws_hv"),
+                _with_ci(b.get("srsoup_over_ws_hv"), b.get("srsoup_over_ws_hv_ci95")),
                 bn.get("K"),
                 bn.get("hypervolume"),
-                b.get("best_of_n_over_ws_hv"),
+                _with_ci(b.get("best_of_n_over_ws_hv"), b.get("best_of_n_over_ws_hv_ci95")),
             ]
         )
     out.append(
@@ -920,14 +994,16 @@ def markdown(res: dict) -> str:
     out += [
         "",
         f"**Smallest query ratio reaching ≥ {HV_TARGET}× the hypervolume of `weighted_sum` (K="
-        f"{s['candidates']})** over the measured points:",
+        f"{s['candidates']})**: the cheapest measured run that does, and where the curve through the measured "
+        f"runs (ordered by queries) crosses {HV_TARGET} by linear interpolation:",
         "",
     ]
     for label, hit in a["reach_target"].items():
         out.append(
             f"- {label}: "
             + (
-                f"{hit['query_ratio']:.2f}× the queries (`{hit['run']}`, HV ratio {hit['hv_ratio']:.3f})"
+                f"{hit['query_ratio']:.2f}× the queries (`{hit['run']}`, HV ratio {hit['hv_ratio']:.3f}); "
+                f"interpolated crossing at {hit['interpolated_query_ratio']:.2f}×"
                 if hit
                 else "not reached at any measured point"
             )
@@ -937,15 +1013,26 @@ def markdown(res: dict) -> str:
         for r in res["runs"]
         if r.get("status") == "complete" and r["family"].startswith("srsoup") and not r["budget"]
     ]
+    out += [
+        "",
+        f"**SRSoup variants at K={s['candidates']}** against `weighted_sum` at K={s['candidates']}, and against "
+        f"`weighted_sum`'s budget curve interpolated to the same number of queries:",
+        "",
+    ]
     out.append(
-        "- single SRSoup variants at K="
-        + str(s["candidates"])
-        + ": "
-        + "; ".join(
-            f"`{r['name']}` {r['query_ratio_ws']:.2f}× queries → {r['hv_ratio_ws']:.3f}× HV"
-            + (" ✓" if r.get("reaches_target") else " ✗")
-            for r in srs
-            if "query_ratio_ws" in r
+        _table(
+            ["run", "× WS queries", "× WS HV (95% CI)", f"≥ {HV_TARGET}×", "× WS HV at equal queries"],
+            [
+                [
+                    f"`{r['name']}`",
+                    r["query_ratio_ws"],
+                    _with_ci(r["hv_ratio_ws"], r.get("hv_ratio_ws_ci95")),
+                    "yes" if r.get("reaches_target") else "no",
+                    r.get("hv_ratio_ws_equal_queries"),
+                ]
+                for r in srs
+                if "query_ratio_ws" in r
+            ],
         )
     )
     ov = res.get("overhead")
@@ -998,14 +1085,29 @@ def markdown(res: dict) -> str:
             f"included), {ov['ratio_group_loop']:.3f} for the group loop alone; target ≤ {OVERHEAD_TARGET}: "
             f"{verdict} it.",
         ]
-        if res.get("profile"):
-            out += ["", "Hot spots (cProfile, own time, on a 1-prompt run of the same configuration):", ""]
+        prof = res.get("profile")
+        if prof:
+            out += [
+                "",
+                f"Where the time goes (cProfile of `{ov['run']}` on the first prompt, {prof['seconds']:.1f} s "
+                f"under the profiler): srsoup's own functions by cumulative time, then everything by own time.",
+                "",
+            ]
             out.append(
                 _table(
-                    ["where", "calls", "own s", "cumulative s"],
-                    [[f"`{p['where']}`", p["calls"], p["tottime"], p["cumtime"]] for p in res["profile"][:12]],
+                    ["srsoup function", "calls", "cumulative s"],
+                    [[f"`{p['where']}`", p["calls"], p["cumtime"]] for p in prof["srsoup_cumulative"][:14]],
                 )
             )
+            out.append("")
+            out.append(
+                _table(
+                    ["function", "calls", "own s"],
+                    [[f"`{p['where']}`", p["calls"], p["tottime"]] for p in prof["own_time"][:10]],
+                )
+            )
+    if not ov and res.get("overhead_error"):
+        out += ["", f"**Overhead**: not measured ({res['overhead_error']})."]
     mem = res.get("memory", {})
     if mem.get("ratio"):
         out += [
@@ -1063,6 +1165,11 @@ FAMILY_STYLE = {
 
 
 def plot(res: dict, path: Path) -> None:
+    """Reward queries per group vs hypervolume, one marker per method family; budget curves joined by lines.
+
+    Runs far above the guided methods (best_of_n) would flatten everything else: the y axis stops at 1.3x the
+    best guided run and such runs are drawn on the top edge with their value in the label.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1072,6 +1179,10 @@ def plot(res: dict, path: Path) -> None:
     # Aliases (a budget run identical to another run) are the same point: plotted once.
     ok = [r for r in res["runs"] if r.get("status") == "complete" and not r.get("same_as")]
     main = f"srsoup_end{res['meta']['main_soup_end']}"
+    guided = [r["hypervolume"] for r in ok if r["family"] != "best_of_n"]
+    top = 1.3 * max(guided) if guided else None
+    shown = {r["name"]: min(r["hypervolume"], 0.95 * top) if top else r["hypervolume"] for r in ok}
+    xmax = max(r["reward_queries_per_group"] for r in ok) or 1
     labels: dict[tuple, list[str]] = {}
     for family, (colour, marker) in FAMILY_STYLE.items():
         pts = [r for r in ok if r["family"] == family]
@@ -1079,18 +1190,35 @@ def plot(res: dict, path: Path) -> None:
             continue
         ax.scatter(
             [r["reward_queries_per_group"] for r in pts],
-            [r["hypervolume"] for r in pts],
+            [shown[r["name"]] for r in pts],
             c=colour,
             marker=marker,
             label=family,
             s=42,
             zorder=3,
+            clip_on=False,
         )
         for r in pts:
-            key = (round(r["reward_queries_per_group"], 3), round(r["hypervolume"], 9))
-            labels.setdefault(key, []).append(r["name"].replace("srsoup_", "").replace("weighted_sum", "ws"))
-    for (x, y), names in labels.items():  # coincident points share one label
-        ax.annotate(" / ".join(names), (x, y), fontsize=6.5, xytext=(4, 3), textcoords="offset points")
+            name = r["name"].replace("srsoup_", "").replace("weighted_sum", "ws")
+            if shown[r["name"]] < r["hypervolume"]:
+                name += f" (HV {r['hypervolume']:.3g}, off scale)"
+            key = (round(r["reward_queries_per_group"], 3), round(shown[r["name"]], 9))
+            labels.setdefault(key, []).append(name)
+    # Coincident points share one label; labels of nearby points are stacked downwards instead of overlapping.
+    span = (top or max(shown.values())) or 1
+    placed: list[tuple[float, float]] = []
+    for (x, y), names in sorted(labels.items(), key=lambda kv: -kv[0][1]):
+        ly = y
+        while any(abs(x - px) < 0.08 * xmax and abs(ly - py) < 0.03 * span for px, py in placed):
+            ly -= 0.03 * span
+        placed.append((x, ly))
+        ax.annotate(
+            " / ".join(names),
+            (x, y),
+            xytext=(x + 0.01 * xmax, ly + 0.008 * span),
+            fontsize=6.5,
+            arrowprops=dict(arrowstyle="-", lw=0.4, color="grey") if ly != y else None,
+        )
     for prefix, colour in (("weighted_sum", "tab:blue"), (main, "tab:red"), ("best_of_n", "tab:green")):
         series = sorted(
             [r for r in ok if r["name"].startswith(f"{prefix}_B") or r["name"] == prefix],
@@ -1099,17 +1227,19 @@ def plot(res: dict, path: Path) -> None:
         if len(series) > 1:
             ax.plot(
                 [r["reward_queries_per_group"] for r in series],
-                [r["hypervolume"] for r in series],
+                [shown[r["name"]] for r in series],
                 c=colour,
                 lw=1,
                 alpha=0.6,
                 zorder=2,
             )
+    if top:
+        ax.set_ylim(0, top)
     ax.set_xlabel("reward queries per prompt × seed group")
-    ax.set_ylabel("hypervolume (per-weight mean rewards)")
+    ax.set_ylabel("hypervolume of the per-weight mean rewards")
     s = res["settings"]
     ax.set_title(
-        f"tiny model, colourfulness vs JPEG compressibility, T={s['steps']}, "
+        f"embedded model, colourfulness vs JPEG compressibility, T={s['steps']}, K={s['candidates']}, "
         f"{s['prompts']} prompts × {s['seeds']} seeds",
         fontsize=9,
     )
@@ -1254,21 +1384,23 @@ def main(argv=None) -> int:
     ]
     analysis = analyse(records, meta)
 
-    # Overhead: one srsoup run (the 2/5 configuration, first prompt, every seed), alone on the machine with torch's
-    # threads on every usable core, as a plain `srsoup run` would have them.
+    # Overhead: the srsoup run at 2/5 of T once more, in its own run dir, alone on the machine with torch's threads
+    # on every usable core as a plain `srsoup run` would have them, then its model calls replayed bare.
     overhead_threads = args.jobs * args.threads
     main = next((r for r in runs if r.name == f"srsoup_end{meta['main_soup_end']}"), None)
-    overhead = profile = None
+    overhead = profile = overhead_error = None
     if main is not None and not main.error:
         probe = RunDef(
             f"overhead_{main.name}",
             "overhead",
-            [*main.overrides, f"prompts.texts={quote_list(prompts[:1])}"],
+            main.overrides,
             instrument=True,
         )
         start = time.time()
         side = launch(probe, runs_dir, args.in_process, threads=overhead_threads)
         _progress(probe.name, side, start)
+        if side.get("error"):
+            overhead_error = side["error"]
         if side.get("overhead"):
             overhead = {
                 "run": main.name,
@@ -1321,12 +1453,15 @@ def main(argv=None) -> int:
         "analysis": analysis,
         "runs": records,
         "overhead": overhead,
+        "overhead_error": overhead_error,
         "profile": profile,
         "memory": memory_figures(mem_records),
         "bench_seconds": time.time() - bench_start,
         # Other processes on the machine slow every timing here; the load averages say whether there were any.
         "loadavg": {"start": load_start, "end": _loadavg()},
     }
+    for rec in [*records, *mem_records]:
+        rec.pop("_groups", None)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(res, indent=1, default=_jsonable) + "\n")
     md = markdown(res)
