@@ -13,9 +13,10 @@ import torch
 from srsoup.tiny import WEIGHTS_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
-# Measured on the shipped weights (scripts/eval_tiny_t2i.py: 0.75 held-out, 0.83 seen, 24 images each), with a
-# margin for these 12 images. Background colours are not followed yet (see the README), so no bound on them.
-FOREGROUND_THRESHOLD = 0.6
+# The issue's bar: foreground and background colour both right on >= 0.8 of the held-out combinations. Measured
+# on the shipped weights (scripts/eval_tiny_t2i.py, 4 seeds, 30 steps): 0.92 held-out, 1.0 seen; on the 12 images
+# below 1.0. The bound is the issue's, not the measurement's.
+ADHERENCE_THRESHOLD = 0.8
 
 
 def test_shipped_weights_are_small_safetensors_in_diffusers_layout():
@@ -51,7 +52,7 @@ def test_shipped_weights_load_offline_and_warn_on_unknown_words(caplog):
 
 
 def test_held_out_prompts_are_followed():
-    """Fixed seeds, unguided: the foreground colour is right on combinations never trained on."""
+    """Fixed seeds, unguided: foreground and background colours are right on combinations never trained on."""
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
         from eval_tiny_t2i import evaluate
@@ -61,7 +62,7 @@ def test_held_out_prompts_are_followed():
 
     scores, images, _ = evaluate(str(WEIGHTS_DIR), HELD_OUT[:6], seeds=[0, 1], steps=25, cfg_scale=3.0)
     assert images.shape == (12, 3, 32, 32)
-    assert scores["foreground"] >= FOREGROUND_THRESHOLD, scores
+    assert scores["both"] >= ADHERENCE_THRESHOLD, scores
 
 
 def test_training_script_smoke(tmp_path):

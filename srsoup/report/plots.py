@@ -108,11 +108,14 @@ def plot_pareto(series: list[Series], objectives: list[str], ref: np.ndarray, pa
     for ax in axes.flat[len(pairs) :]:
         ax.set_visible(False)
     handles, labels = axes.flat[0].get_legend_handles_labels()
+    # Long labels (method, variant, hypervolume) get fewer columns so the legend stays within the figure.
+    longest = max((len(label) for label in labels), default=0)
+    ncol = max(1, min(3, len(labels), int(16 * 5.6 * ncols) // max(1, longest)))
     fig.legend(
         handles,
         labels,
         loc="lower center",
-        ncol=min(3, len(labels)),
+        ncol=ncol,
         fontsize=8,
         bbox_to_anchor=(0.5, 0),
         frameon=False,
@@ -122,9 +125,9 @@ def plot_pareto(series: list[Series], objectives: list[str], ref: np.ndarray, pa
              f"point labels: {f'w_{objectives[0]}' if len(objectives) == 2 else 'weight index'}",
              f"hypervolume {dims} against ref {ref_text(ref)}"]  # fmt: skip
     fig.suptitle(textwrap.fill("; ".join(notes), width=int(13 * 5.6 * ncols)), fontsize=9)
-    legend_rows = math.ceil(len(labels) / min(3, max(1, len(labels))))
+    legend_rows = math.ceil(len(labels) / ncol)
     fig.tight_layout(rect=(0, 0.03 + 0.035 * legend_rows / nrows, 1, 1 - 0.06 / nrows))
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -188,7 +191,12 @@ def image_grid(run: Run, path: Path, max_rows: int = 8, min_cell: int = 96) -> N
     left, top, pad = 190, 40, 4
     grid = Image.new("RGB", (left + len(weights) * (cell + pad), top + len(keys) * (cell + pad)), "white")
     draw = ImageDraw.Draw(grid)
-    draw.text((4, 4), f"{run.name} ({run.method})\nw: {'/'.join(c[2:] for c in w_cols)}", fill="black", font=font)
+    # The header's left cell is as wide as the prompt column; reward names wrap instead of running into w0.
+    header = [f"{run.name} ({run.method})", *textwrap.wrap("w: " + " / ".join(c[2:] for c in w_cols), 28)]
+    top = max(top, 8 + 15 * len(header))
+    grid = Image.new("RGB", (grid.width, top + len(keys) * (cell + pad)), "white")
+    draw = ImageDraw.Draw(grid)
+    draw.text((4, 4), "\n".join(header), fill="black", font=font)
     for c, weight_idx in enumerate(weights):
         sample = rows[rows["weight_idx"] == weight_idx].iloc[0]
         w_text = "/".join(f"{sample[col]:.2g}" for col in w_cols)

@@ -35,13 +35,22 @@ TEXT_ENCODER_CONFIG = dict(
 )
 # Sampling defaults: clip_sample=False is essential in pixel space (DESIGN §3); set_alpha_to_one=False keeps
 # a non-zero noise scale at the last step so guidance there still has candidates to compare.
+# v-prediction on the linear schedule, sampled with trailing timesteps (the first step at t = 999). At 32x32 in
+# pixel space the background colour is decided at the very first steps, where an epsilon-prediction network must
+# reproduce the noise's per-image mean to within ~sqrt(alpha_bar) ~ 0.01 to get the colour right: trained with
+# epsilon (cosine or linear schedule) it left the background to the noise; with v it reads it from the text.
+# The training script rescales these betas to zero terminal SNR (Lin et al. 2024, TRAIN_OVERRIDES); sampling keeps
+# the plain linear betas (alpha_bar_999 = 4e-5, within 0.6% of the rescaled ones below t = 900) because DDIM at
+# eta = 1 from alpha_bar = 0 exactly takes the square root of a rounding error below zero (NaN) in diffusers.
 SCHEDULER_CONFIG = dict(
     num_train_timesteps=1000,
-    beta_schedule="squaredcos_cap_v2",
+    beta_schedule="linear",
+    beta_start=0.0001,
+    beta_end=0.02,
     clip_sample=False,
     set_alpha_to_one=False,
-    steps_offset=1,
-    prediction_type="epsilon",
+    timestep_spacing="trailing",
+    prediction_type="v_prediction",
 )
 
 
@@ -90,6 +99,9 @@ def build_unet(**overrides):
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(**{**UNET_CONFIG, **overrides})
+
+
+TRAIN_OVERRIDES = dict(rescale_betas_zero_snr=True)
 
 
 def build_scheduler(**overrides):
