@@ -699,7 +699,12 @@ def analyse(records: list[dict], meta: dict, n_boot: int = 1000) -> dict:
             return None
         with np.errstate(divide="ignore", invalid="ignore"):
             ratios = boot[num] / boot[den]
-        return [float(x) for x in np.nanpercentile(ratios, [2.5, 97.5])]
+        # A resample can give the baseline zero hypervolume (all its points beyond the reference): the ratio is
+        # then inf (or nan for 0/0, dropped), and an interval that reaches it is reported as unbounded ("inf").
+        ratios = ratios[~np.isnan(ratios)]
+        if not len(ratios):
+            return None
+        return [float(x) for x in np.percentile(ratios, [2.5, 97.5], method="nearest")]
 
     for r in ok:
         if ws:
@@ -1146,9 +1151,17 @@ def markdown(res: dict) -> str:
         if load.get("start") and load.get("end")
         else ""
     )
+    reused = [r["name"] for r in res["runs"] if r.get("cached")]
+    reused_text = (
+        f" {len(reused)} of {len(res['runs'])} runs were complete from an earlier invocation and reused (their "
+        "wall seconds and peak RSS are from when they ran)."
+        if reused
+        else ""
+    )
     out += [
         "",
-        f"Benchmark wall time {res['bench_seconds'] / 60:.1f} min.{load_text} Regenerate with `make bench`.",
+        f"Benchmark wall time {res['bench_seconds'] / 60:.1f} min.{reused_text}{load_text} Regenerate with "
+        "`make bench`.",
     ]
     return "\n".join(out) + "\n"
 
@@ -1408,8 +1421,9 @@ def main(argv=None) -> int:
                 "threads": side.get("threads"),
                 **side["overhead"],
             }
-        # At --quick sizes the ratio is dominated by fixed costs: profile only when asked.
-        if overhead and (args.profile or (overhead["ratio_wall"] > OVERHEAD_TARGET and not args.quick)):
+        # The full benchmark always profiles the overhead configuration on one prompt (where the time goes); at
+        # --quick sizes the ratio is dominated by fixed costs: profile only when asked.
+        if overhead and (args.profile or not args.quick):
             one = RunDef(main.name, main.family, [*main.overrides, f"prompts.texts={quote_list(prompts[:1])}"])
             side = launch(
                 one,
