@@ -427,6 +427,17 @@ def replay(rec: Recorder, cfg) -> dict:
     return secs
 
 
+def _short_path(path: str) -> str:
+    """A profiled file as the results show it: package-relative, never a path of this machine."""
+    import sysconfig
+
+    path = path.split("site-packages/")[-1].replace(str(ROOT) + "/", "")
+    stdlib = sysconfig.get_paths()["stdlib"] + "/"
+    if path.startswith(stdlib):
+        return "stdlib/" + path[len(stdlib) :]
+    return path if not path.startswith("/") else "…/" + "/".join(path.split("/")[-2:])
+
+
 def profile_run(cfg, run_dir: Path, out_txt: Path, top: int = 25) -> dict:
     """cProfile of a run: srsoup's functions by cumulative time and all functions by own time (file:line(name))."""
     import cProfile
@@ -448,7 +459,7 @@ def profile_run(cfg, run_dir: Path, out_txt: Path, top: int = 25) -> dict:
     out_txt.write_text(buf.getvalue())
     rows = []
     for (path, line, func), (_, calls, tottime, cumtime, _) in stats.stats.items():
-        short = path.split("site-packages/")[-1].replace(str(ROOT) + "/", "")
+        short = _short_path(path)
         rows.append(
             {
                 "where": f"{short}:{line}({func})",
