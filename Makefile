@@ -39,7 +39,7 @@ format: setup  ## apply ruff's formatting and import order
 	$(BIN)/ruff check --fix srsoup tests scripts
 	$(BIN)/ruff format srsoup tests scripts
 
-train-tiny: setup  ## retrain the embedded model from scratch (~45 min on 2 CPU cores) into srsoup/tiny/weights
+train-tiny: setup  ## retrain the embedded model from scratch (~36 min on 2 CPU cores) into srsoup/tiny/weights
 	$(BIN)/python scripts/train_tiny_t2i.py --out srsoup/tiny/weights $(ARGS)
 
 eval-tiny: setup  ## prompt adherence of the embedded model on held-out and seen combinations
