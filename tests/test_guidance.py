@@ -201,3 +201,22 @@ def test_best_of_n_counts_and_selection(toy_backbone):
     one, *_ = run_group(toy_backbone, "best_of_n", names, weights, 3, num_candidates=1)
     plain, *_ = run_group(toy_backbone, "none", names, [[0.0, 0.0]], 3)
     assert all(torch.equal(im, plain.images[0]) for im in one.images)
+
+
+def test_zero_terminal_snr_scheduler_is_refused_before_it_makes_nan(toy_model_dir):
+    """diffusers' DDIM at eta > 0 from alpha_bar = 0 is NaN (diffusers 0.42); the backbone refuses such a
+    scheduler with one line instead of sampling NaN images."""
+    from srsoup.backbones.ddim import DDIMBackbone
+    from srsoup.errors import SrsoupError
+    from srsoup.tiny.components import build_scheduler
+
+    backbone = DDIMBackbone.from_pretrained(
+        str(toy_model_dir), device=torch.device("cpu"), dtype=torch.float32, cfg_scale=3.0
+    )
+    zsnr = build_scheduler(rescale_betas_zero_snr=True)
+
+    backbone.scheduler = zsnr
+    with pytest.raises(SrsoupError, match="rescale_betas_zero_snr"):
+        backbone.set_steps(4)
+    backbone.scheduler = build_scheduler()  # the embedded model's sampling schedule: starts at alpha_bar > 0
+    assert backbone.set_steps(4)[0] == 999.0

@@ -92,6 +92,14 @@ class DDIMBackbone(Backbone):
     def set_steps(self, num_steps: int) -> list[float]:
         self.scheduler.set_timesteps(num_steps)
         self.timesteps = [int(t) for t in self.scheduler.timesteps]
+        if self.eta > 0 and float(self.scheduler.alphas_cumprod[self.timesteps[0]]) == 0.0:
+            # diffusers' DDIM step at eta > 0 from alpha_bar = 0 takes the square root of a rounding error below
+            # zero: every sample would be NaN.
+            raise SrsoupError(
+                f"the model's scheduler starts at zero SNR (alpha_bar = 0 at t = {self.timesteps[0]}: "
+                "rescale_betas_zero_snr with trailing timesteps), where DDIM with eta > 0 gives NaN; save the "
+                "scheduler with rescale_betas_zero_snr=false (the embedded model samples that way)"
+            )
         return [float(t) for t in self.timesteps]
 
     @torch.inference_mode()
