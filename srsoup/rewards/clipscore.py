@@ -85,12 +85,18 @@ class Source:
             if not path.is_file():
                 raise SrsoupError(f"reward '{self.reward}': {path} is missing")
             return str(path)
+        return self.files(filename)[0]
+
+    def files(self, *filenames: str) -> list[str]:
+        """Paths of several files of this source; a hub miss names all of them in one download command."""
+        if self.local:
+            return [self.file(name) for name in filenames]
         from huggingface_hub import hf_hub_download
 
         try:
-            return hf_hub_download(self.ref, filename, **self.kwargs)
-        except Exception as err:  # noqa: BLE001 - any failure to get the file becomes one actionable line
-            raise self.error(err, filename) from None
+            return [hf_hub_download(self.ref, name, **self.kwargs) for name in filenames]
+        except Exception as err:  # noqa: BLE001 - any failure to get the files becomes one actionable line
+            raise self.error(err, " ".join(filenames)) from None
 
     def sub(self, folder: str) -> Source | None:
         """A local subfolder of this source, if it exists."""

@@ -217,21 +217,11 @@ def load_image_reward(
     )
 
 
-def _read_json(path: str, reward_path: str) -> dict:
+def _read_json(path: str) -> dict:
     try:
         return json.loads(Path(path).read_text())
     except Exception as err:  # noqa: BLE001
-        raise SrsoupError(f"reward 'imagereward': cannot read {reward_path}: {err}".splitlines()[0]) from None
-
-
-def _hub_files(src: Source, names: list[str]) -> list[str]:
-    """Files of a hub source; a miss names all of them in one download command."""
-    from huggingface_hub import hf_hub_download
-
-    try:
-        return [hf_hub_download(src.ref, name, **src.kwargs) for name in names]
-    except Exception as err:  # noqa: BLE001 - any failure to get the files becomes one actionable line
-        raise src.error(err, " ".join(names)) from None
+        raise SrsoupError(f"reward 'imagereward': cannot read {path}: {err}".splitlines()[0]) from None
 
 
 def blip_tokenizer(src: Source, vocab_size: int):
@@ -273,14 +263,12 @@ class ImageRewardScore:
                     f"reward 'imagereward': pretrained={pretrained!r} must be a folder "
                     f"({checkpoint} + {MED_CONFIG}) or a hub id"
                 )
-            ckpt_path, med_path = src.file(checkpoint), src.file(MED_CONFIG)
             if (root / VISION_CONFIG).is_file():
-                vision_overrides = _read_json(str(root / VISION_CONFIG), str(root / VISION_CONFIG))
+                vision_overrides = _read_json(str(root / VISION_CONFIG))
             tok_src = src.sub("tokenizer")
-        else:
-            ckpt_path, med_path = _hub_files(src, [checkpoint, MED_CONFIG])
+        ckpt_path, med_path = src.files(checkpoint, MED_CONFIG)
         tok_src = tok_src or Source.resolve("imagereward", tokenizer, tokenizer_revision, local_files_only)
-        med = _read_json(med_path, med_path)
+        med = _read_json(med_path)
         self.tokenizer = blip_tokenizer(tok_src, int(med.get("vocab_size", BERT_DEFAULTS["vocab_size"])))
         self.vision, self.text, self.mlp = load_image_reward(
             ckpt_path, med, vision_overrides, device=str(self.device), dtype=dtype
