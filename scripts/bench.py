@@ -9,9 +9,10 @@ bench/results.md and bench/queries_vs_hv.png and prints the tables.
 Overhead: the srsoup run at 2/5 of T records the sizes of every CFG denoiser call, decode and reward call it
 makes; afterwards, in the same process, the same calls are replayed bare (UNet forward of the CFG batch, decode,
 reward function) and timed; wall / bare model time is the overhead ratio (target <= 1.10).
-Memory: srsoup at K=64 and K=8 (chunk_size 64) in separate child processes; ratio of peak RSS (target <= 1.2).
+Memory: srsoup at K=64 and K=8 (chunk_size 64 rows per model batch) in separate child processes; ratio of peak
+RSS (target <= 1.2).
 
-    python scripts/bench.py                 # the full benchmark (about 20 minutes on 2 CPU cores)
+    python scripts/bench.py                 # the full benchmark (about 25 minutes on 2 CPU cores)
     python scripts/bench.py --quick         # a smoke run at toy sizes
     python scripts/bench.py --model-path DIR --out /tmp/b --quick --in-process   # what tests/test_bench.py does
 """
@@ -44,9 +45,10 @@ EXTRA_PROMPTS = (
     "a white triangle at the bottom on a red background",
 )
 REWARDS = ("colorfulness", "jpeg_compressibility")
-SOUP_FRACTIONS = (1 / 5, 2 / 5, 1 / 2, 3 / 5)
+SOUP_FRACTIONS = (1 / 5, 2 / 5, 1 / 2, 3 / 5, 4 / 5, 1)  # 4/5 and 1 (the whole chain) go past the paper's windows
 MAIN_FRACTION = 2 / 5
 HV_TARGET = 0.97  # "reaches weighted_sum's hypervolume" means >= 0.97x of it
+QUERY_TARGET = 0.50  # ... with at most this fraction of its reward queries
 OVERHEAD_TARGET = 1.10
 MEMORY_TARGET = 1.2
 BIG_K = 4096  # budget runs start from this K so that budget=fit always lowers it to what the budget allows
@@ -60,6 +62,7 @@ FULL = dict(
     seeds=2,
     prompts=8,
     budget_ks="2,3,4",
+    full_soup_budgets="0.3,0.4",
     bon_ks="2",
     # At T=8-10 a mixed chain's Bhattacharyya coefficient to the anchors it weighs falls from 1 to about 0.6-0.8
     # over the first 6 steps (it is a per-step quantity: lower thresholds bind at larger T).
@@ -73,6 +76,7 @@ QUICK = dict(
     seeds=1,
     prompts=1,
     budget_ks="2,4",
+    full_soup_budgets="0.6",
     bon_ks="2,4",
     thresholds="0.9",
     mem_candidates="4,16",
@@ -194,9 +198,18 @@ def plan_runs(args, prompts: list[str], seeds: list[int]) -> tuple[list[RunDef],
     # Equal budgets: B = weighted_sum's reward queries per group at K in --budget-ks.
     ws_per_k = runner.build_spec(compose([*base, "guidance=weighted_sum", "guidance.num_candidates=1"])).plan
     budgets = [ws_per_k.reward_queries * int(x) for x in args.budget_ks.split(",") if x]
+    # SRSoup has two budget curves: the paper's window (2/5 of T) and the whole chain in the soup window, which
+    # spends queries on the anchors only and so also runs at budgets below weighted_sum's at K=1
+    # (--full-soup-budgets, fractions of weighted_sum's queries at K).
+    curve_ends = sorted({main_end, t})
     budget_methods = [
         ("weighted_sum", "weighted_sum", ["guidance=weighted_sum"]),
-        (f"srsoup_end{main_end}", "srsoup", ["guidance=srsoup", f"guidance.soup_end_step={main_end}"]),
+        *[(f"srsoup_end{e}", "srsoup", ["guidance=srsoup", f"guidance.soup_end_step={e}"]) for e in curve_ends],
+    ]
+    low_budgets = [
+        b
+        for b in (int(float(x) * ws_per_k.reward_queries * k) for x in args.full_soup_budgets.split(",") if x)
+        if b not in budgets
     ]
     if "best_of_n" in METHODS:  # added after this script; compared when present
         import srsoup.conf
@@ -207,9 +220,11 @@ def plan_runs(args, prompts: list[str], seeds: list[int]) -> tuple[list[RunDef],
     # best_of_n spends N·T denoiser evals for N·M queries (N = B/M): at equal queries it makes several times the
     # evals of the guided methods, so by default it runs at the smallest budget only (--bon-ks).
     bon_budgets = {ws_per_k.reward_queries * int(x) for x in args.bon_ks.split(",") if x}
-    for b in budgets:
+    for b in [*budgets, *low_budgets]:
         for prefix, family, overrides in budget_methods:
-            if family == "best_of_n" and b not in bon_budgets:
+            if (family == "best_of_n" and b not in bon_budgets) or (
+                b in low_budgets and prefix != f"srsoup_end{t}"
+            ):
                 continue
             runs.append(
                 RunDef(
@@ -277,6 +292,8 @@ def plan_runs(args, prompts: list[str], seeds: list[int]) -> tuple[list[RunDef],
         {
             "ws_queries_per_k": ws_per_k.reward_queries,
             "budgets": budgets,
+            "full_soup_budgets": low_budgets,
+            "srsoup_curves": [f"srsoup_end{e}" for e in curve_ends],
             "plans": plans,
             "main_soup_end": main_end,
             "adaptive_soup_end": adaptive_end,
@@ -332,7 +349,7 @@ def instrumented(rec: Recorder):
     orig_load, orig_build = runner.load_backbone, runner.build_rewards
 
     def cfg_eps(self, x, t, cond):
-        rec.eps_chunks += [(sl.stop - sl.start, int(t)) for sl in self._chunks(len(x))]
+        rec.eps_chunks += [(sl.stop - sl.start, int(t)) for sl in self._chunks(len(x), rows_per_item=2)]
         start = time.perf_counter()
         try:
             return orig_eps(self, x, t, cond)
@@ -739,10 +756,12 @@ def analyse(records: list[dict], meta: dict, n_boot: int = 1000) -> dict:
             q = r["reward_queries_per_group"]
             if r["family"] not in ("none", "single") and qs[0] <= q <= qs[-1]:
                 r["hv_ratio_ws_equal_queries"] = r["hypervolume"] / float(np.interp(q, qs, hvs))
+    srsoup_curves = meta.get("srsoup_curves", [main])
+    all_budgets = sorted({*meta["budgets"], *meta.get("full_soup_budgets", [])})
     budget_rows = []
-    for b in meta["budgets"]:
+    for b in all_budgets:
         row = {"budget": b}
-        for prefix in ("weighted_sum", main, "best_of_n"):
+        for prefix in ("weighted_sum", *srsoup_curves, "best_of_n"):
             r = by_name.get(f"{prefix}_B{b}")
             if r:
                 row[prefix] = {
@@ -751,14 +770,11 @@ def analyse(records: list[dict], meta: dict, n_boot: int = 1000) -> dict:
                     "hypervolume": r["hypervolume"],
                     "hv_ratio_ws": r.get("hv_ratio_ws"),
                 }
-        w, sr = row.get("weighted_sum"), row.get(main)
-        ws_name = f"weighted_sum_B{b}"
-        if w and sr and w["hypervolume"]:
-            row["srsoup_over_ws_hv"] = sr["hypervolume"] / w["hypervolume"]
-            row["srsoup_over_ws_hv_ci95"] = ratio_ci(f"{main}_B{b}", ws_name)
-        if w and row.get("best_of_n") and w["hypervolume"]:
-            row["best_of_n_over_ws_hv"] = row["best_of_n"]["hypervolume"] / w["hypervolume"]
-            row["best_of_n_over_ws_hv_ci95"] = ratio_ci(f"best_of_n_B{b}", ws_name)
+        w = row.get("weighted_sum")
+        for prefix in (*srsoup_curves, "best_of_n"):
+            if w and w["hypervolume"] and prefix in row:
+                row[prefix]["over_ws_same_budget"] = row[prefix]["hypervolume"] / w["hypervolume"]
+                row[prefix]["over_ws_same_budget_ci95"] = ratio_ci(f"{prefix}_B{b}", f"weighted_sum_B{b}")
         budget_rows.append(row)
 
     def reach(names: list[str]) -> dict | None:
@@ -785,23 +801,44 @@ def analyse(records: list[dict], meta: dict, n_boot: int = 1000) -> dict:
             "interpolated_query_ratio": crossing,
         }
 
-    budget_names = {p: [f"{p}_B{b}" for b in meta["budgets"]] for p in ("weighted_sum", main, "best_of_n")}
-    curves = {
-        f"{main} (K={meta['K']} and budgets)": reach([main, *budget_names[main]]),
-        f"weighted_sum (K={meta['K']} and budgets)": reach(["weighted_sum", *budget_names["weighted_sum"]]),
-        "best_of_n (budgets)": reach(budget_names["best_of_n"]),
-    }
+    def label(prefix: str) -> str:
+        return f"{prefix} (K={meta['K']} and budgets)"
+
+    curves = {label(p): reach([p, *[f"{p}_B{b}" for b in all_budgets]]) for p in ("weighted_sum", *srsoup_curves)}
+    curves["best_of_n (budgets)"] = reach([f"best_of_n_B{b}" for b in all_budgets])
     for r in ok:
         if r["family"].startswith("srsoup"):
+            curve = next((p for p in srsoup_curves if r["name"] == p or r["name"].startswith(f"{p}_B")), None)
             r["smallest_query_ratio_reaching_target"] = (
-                curves[f"{main} (K={meta['K']} and budgets)"]
-                if r["name"] == main or r["budget"]
+                curves[label(curve)]
+                if curve
                 else (
                     {"run": r["name"], "query_ratio": r["query_ratio_ws"], "hv_ratio": r["hv_ratio_ws"]}
                     if r.get("reaches_target")
                     else None
                 )
             )
+    # The query-efficiency target: the cheapest srsoup run (any window, any K or budget) at >= HV_TARGET.
+    hits = [r for r in ok if r["family"].startswith("srsoup") and r.get("reaches_target")]
+    best = min(hits, key=lambda r: r["query_ratio_ws"], default=None)
+    crossings = [
+        c["interpolated_query_ratio"]
+        for p in srsoup_curves
+        if (c := curves[label(p)]) and c["interpolated_query_ratio"] is not None
+    ]
+    query_efficiency = {
+        "target_query_ratio": QUERY_TARGET,
+        "target_hv_ratio": HV_TARGET,
+        "cheapest_run": {
+            "run": best["name"],
+            "query_ratio": best["query_ratio_ws"],
+            "hv_ratio": best["hv_ratio_ws"],
+        }
+        if best
+        else None,
+        "smallest_interpolated_query_ratio": min(crossings, default=None),
+        "meets": bool(best and best["query_ratio_ws"] <= QUERY_TARGET),
+    }
     return {
         "reference_point": {n: float(v) for n, v in zip(REWARDS, ref)},
         "bootstrap": {
@@ -812,6 +849,7 @@ def analyse(records: list[dict], meta: dict, n_boot: int = 1000) -> dict:
         },
         "equal_budget": budget_rows,
         "reach_target": curves,
+        "query_efficiency": query_efficiency,
     }
 
 
@@ -974,38 +1012,32 @@ def markdown(res: dict) -> str:
         "**Equal reward-query budgets** (`budget=fit`, B = reward queries per group; K is the largest that fits):",
         "",
     ]
-    main = f"srsoup_end{res['meta']['main_soup_end']}"
+    curves = res["meta"].get("srsoup_curves") or [f"srsoup_end{res['meta']['main_soup_end']}"]
+    others = [*curves, "best_of_n"]
     brows = []
     for b in a["equal_budget"]:
-        w, sr, bn = b.get("weighted_sum", {}), b.get(main, {}), b.get("best_of_n", {})
-        brows.append(
-            [
-                b["budget"],
-                w.get("K"),
-                w.get("hypervolume"),
-                sr.get("K"),
-                sr.get("hypervolume"),
-                _with_ci(b.get("srsoup_over_ws_hv"), b.get("srsoup_over_ws_hv_ci95")),
-                bn.get("K"),
-                bn.get("hypervolume"),
-                _with_ci(b.get("best_of_n_over_ws_hv"), b.get("best_of_n_over_ws_hv_ci95")),
+        w = b.get("weighted_sum", {})
+        row = [b["budget"], w.get("K"), w.get("hypervolume")]
+        for prefix in others:
+            o = b.get(prefix, {})
+            row += [
+                o.get("K"),
+                o.get("hypervolume"),
+                _with_ci(o.get("over_ws_same_budget"), o.get("over_ws_same_budget_ci95")),
             ]
-        )
-    out.append(
-        _table(
-            [
-                "B",
-                "WS K",
-                "WS HV",
-                "SRSoup K",
-                "SRSoup HV",
-                "SRSoup/WS HV",
-                "best_of_n K",
-                "best_of_n HV",
-                "best_of_n/WS HV",
-            ],
-            brows,
-        )
+        brows.append(row)
+    header = ["B", "WS K", "WS HV"]
+    for prefix in others:
+        header += [f"`{prefix}` K", "HV", "/ WS HV"]
+    out.append(_table(header, brows))
+    out += (
+        [
+            "",
+            f"`{curves[-1]}` has the whole chain in the soup window (beyond the paper's windows): it queries the "
+            "anchors only, so it also runs at budgets where weighted_sum fits no K (no WS column there).",
+        ]
+        if len(curves) > 1
+        else []
     )
     out += [
         "",
@@ -1024,6 +1056,25 @@ def markdown(res: dict) -> str:
                 else "not reached at any measured point"
             )
         )
+    qe = a.get("query_efficiency")
+    if qe:
+        best = qe["cheapest_run"]
+        out += [
+            "",
+            f"Target ≤ {qe['target_query_ratio']}× the queries for ≥ {qe['target_hv_ratio']}× the hypervolume: "
+            + (
+                f"**{'met' if qe['meets'] else 'not met'}**; the cheapest srsoup run that reaches it is "
+                f"`{best['run']}` at {best['query_ratio']:.2f}× the queries (HV ratio {best['hv_ratio']:.3f})"
+                if best
+                else "**not met**; no srsoup run reaches it"
+            )
+            + (
+                ", and the interpolated crossing of the srsoup curves is at "
+                f"{qe['smallest_interpolated_query_ratio']:.2f}×."
+                if qe.get("smallest_interpolated_query_ratio") is not None
+                else "."
+            ),
+        ]
     srs = [
         r
         for r in res["runs"]
@@ -1128,8 +1179,8 @@ def markdown(res: dict) -> str:
     if mem.get("ratio"):
         out += [
             "",
-            "**Memory** (srsoup, chunk_size 64, 1 prompt × 1 seed, separate child processes; peak RSS = "
-            "VmHWM of the child):",
+            "**Memory** (srsoup, chunk_size 64: at most 64 rows per model batch, i.e. 32 candidates per CFG "
+            "denoiser batch; 1 prompt × 1 seed, separate child processes; peak RSS = VmHWM of the child):",
             "",
         ]
         out.append(
@@ -1202,7 +1253,7 @@ def plot(res: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(9, 5.8), dpi=120)
     # Aliases (a budget run identical to another run) are the same point: plotted once.
     ok = [r for r in res["runs"] if r.get("status") == "complete" and not r.get("same_as")]
-    main = f"srsoup_end{res['meta']['main_soup_end']}"
+    curves = res["meta"].get("srsoup_curves") or [f"srsoup_end{res['meta']['main_soup_end']}"]
     guided = [r["hypervolume"] for r in ok if r["family"] != "best_of_n"]
     top = 1.3 * max(guided) if guided else None
     shown = {r["name"]: min(r["hypervolume"], 0.95 * top) if top else r["hypervolume"] for r in ok}
@@ -1243,7 +1294,11 @@ def plot(res: dict, path: Path) -> None:
             fontsize=6.5,
             arrowprops=dict(arrowstyle="-", lw=0.4, color="grey") if ly != y else None,
         )
-    for prefix, colour in (("weighted_sum", "tab:blue"), (main, "tab:red"), ("best_of_n", "tab:green")):
+    lines = [
+        ("weighted_sum", "tab:blue", "-"),
+        *[(c, "tab:red", ("-", "--")[i % 2]) for i, c in enumerate(curves)],
+    ]
+    for prefix, colour, style in [*lines, ("best_of_n", "tab:green", "-")]:
         series = sorted(
             [r for r in ok if r["name"].startswith(f"{prefix}_B") or r["name"] == prefix],
             key=lambda r: r["reward_queries_per_group"],
@@ -1253,9 +1308,11 @@ def plot(res: dict, path: Path) -> None:
                 [r["reward_queries_per_group"] for r in series],
                 [shown[r["name"]] for r in series],
                 c=colour,
+                ls=style,
                 lw=1,
                 alpha=0.6,
                 zorder=2,
+                label=f"{prefix}: K={res['settings']['candidates']} and budgets",
             )
     if top:
         ax.set_ylim(0, top)
@@ -1289,6 +1346,11 @@ def parse_args(argv):
     p.add_argument(
         "--budget-ks",
         help=f"equal budgets: B = weighted_sum's queries per group at these K (default {FULL['budget_ks']})",
+    )
+    p.add_argument(
+        "--full-soup-budgets",
+        help="srsoup with the whole chain in the soup window also at these fractions of weighted_sum's queries at "
+        f"K (default {FULL['full_soup_budgets']})",
     )
     p.add_argument(
         "--bon-ks",
@@ -1457,6 +1519,7 @@ def main(argv=None) -> int:
         "soup_end_fractions": list(SOUP_FRACTIONS),
         "budget_ks": args.budget_ks,
         "budgets": meta["budgets"],
+        "full_soup_budgets": meta["full_soup_budgets"],
         "best_of_n_budget_ks": args.bon_ks,
         "adaptive_thresholds": args.thresholds,
         "adaptive_soup_end_step": meta["adaptive_soup_end"],

@@ -38,7 +38,7 @@ def test_quick_bench_writes_the_three_outputs_with_the_expected_keys(quick_resul
     assert {"cpu", "logical_cores", "ram_gib", "torch", "torch_threads"} <= set(res["machine"])
     assert set(res["analysis"]["reference_point"]) == {"colorfulness", "jpeg_compressibility"}
     names = {r["name"] for r in res["runs"]}
-    # T=5: soup ends 1/5, 2/5, 1/2, 3/5 of T → steps 1, 2, 3 (3 twice, deduplicated by name).
+    # T=5: soup ends 1/5, 2/5, 1/2, 3/5, 4/5, 1 of T → steps 1, 2, 3, 4, 5 (3 twice, deduplicated by name).
     assert {
         "none",
         "single_colorfulness",
@@ -47,6 +47,8 @@ def test_quick_bench_writes_the_three_outputs_with_the_expected_keys(quick_resul
         "srsoup_end1",
         "srsoup_end2",
         "srsoup_end3",
+        "srsoup_end4",
+        "srsoup_end5",
         "srsoup_end2_exact",
         "srsoup_end2_off",
         "srsoup_adaptive0.9",
@@ -54,6 +56,12 @@ def test_quick_bench_writes_the_three_outputs_with_the_expected_keys(quick_resul
     budgets = res["settings"]["budgets"]
     assert len(budgets) == 2
     assert {f"weighted_sum_B{b}" for b in budgets} | {f"srsoup_end2_B{b}" for b in budgets} <= names
+    # The whole-chain soup window has its own budget curve, also below weighted_sum's budgets (0.6 x B(K=4)).
+    assert res["settings"]["full_soup_budgets"] == [120]
+    assert {f"srsoup_end5_B{b}" for b in [*budgets, 120]} <= names
+    assert not {"weighted_sum_B120", "srsoup_end2_B120"} & names
+    qe = res["analysis"]["query_efficiency"]
+    assert qe["meets"] == (qe["cheapest_run"] is not None and qe["cheapest_run"]["query_ratio"] <= 0.5)
     if "best_of_n" in METHODS:  # compared at equal budgets when the method exists
         assert {f"best_of_n_B{b}" for b in budgets} <= names
 

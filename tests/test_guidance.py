@@ -106,6 +106,24 @@ def test_anchor_chains_equal_single_guidance(toy_backbone, monkeypatch):
     assert not torch.allclose(soup.images[1], soup.images[0], atol=1e-3)
 
 
+@pytest.mark.parametrize("chunk", [1, 5, 8])
+def test_chunk_size_bounds_the_rows_of_every_denoiser_batch(toy_backbone, monkeypatch, chunk):
+    """A CFG batch carries two rows per candidate: at most chunk_size rows go through the UNet at once (at least
+    one candidate, so chunk_size 1 still runs), and every candidate is still evaluated exactly once."""
+    monkeypatch.setattr(toy_backbone, "chunk_size", chunk)
+    rows = []
+    forward = toy_backbone.unet.forward
+
+    def spy(sample, *a, **kw):
+        rows.append(len(sample))
+        return forward(sample, *a, **kw)
+
+    monkeypatch.setattr(toy_backbone.unet, "forward", spy)
+    _, _, evals, _ = run_group(toy_backbone, "weighted_sum", ["colorfulness"], [[1.0], [1.0]], 3, num_candidates=6)
+    assert max(rows) == max(2, chunk - chunk % 2)  # full chunks of pairs (one pair when chunk_size is 1)
+    assert sum(rows) == 2 * evals == 2 * (3 * 2 + 2 * 2 * 6)  # chain means at 3 steps, candidates at 2 of them
+
+
 def test_weighted_sum_with_one_reward_equals_single(toy_backbone):
     ws, *_ = run_group(toy_backbone, "weighted_sum", ["colorfulness"], [[1.0]], 4, seed=1, num_candidates=3)
     single, *_ = run_group(toy_backbone, "single", ["colorfulness"], [[1.0]], 4, seed=1, num_candidates=3)

@@ -84,9 +84,16 @@ class Backbone(ABC):
         return self.decode(x)
 
     # --- shared helpers -----------------------------------------------------------------------------------
-    def _chunks(self, n: int):
-        for i in range(0, n, self.chunk_size):
-            yield slice(i, min(n, i + self.chunk_size))
+    def _chunks(self, n: int, rows_per_item: int = 1):
+        """Slices of ``n`` items such that no model batch has more than ``chunk_size`` rows.
+
+        A CFG call feeds two rows per item (uncond and cond), so it passes ``rows_per_item=2`` and takes
+        ``chunk_size // 2`` items at a time (at least one): the peak activation memory is the same for every
+        model call and every K once K fills a chunk.
+        """
+        per = max(1, self.chunk_size // rows_per_item)
+        for i in range(0, n, per):
+            yield slice(i, min(n, i + per))
 
 
 def resolve_device(name: str) -> torch.device:

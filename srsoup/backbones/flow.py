@@ -231,7 +231,7 @@ class FlowBackbone(Backbone):
     def _cfg_velocity(self, x: torch.Tensor, t: float, cond: FlowCond) -> torch.Tensor:
         """CFG velocity, chunked; the uncond/cond pair of an item is one doubled batch and one eval."""
         out = torch.empty_like(x)
-        for sl in self._chunks(len(x)):
+        for sl in self._chunks(len(x), rows_per_item=2):
             xs = x[sl]
             n = len(xs)
             model_in = torch.cat([xs, xs]).to(self.dtype)
