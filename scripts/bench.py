@@ -1284,7 +1284,7 @@ def plot(res: dict, path: Path) -> None:
     placed: list[tuple[float, float]] = []
     for (x, y), names in sorted(labels.items(), key=lambda kv: -kv[0][1]):
         ly = y
-        while any(abs(x - px) < 0.08 * xmax and abs(ly - py) < 0.03 * span for px, py in placed):
+        while any(abs(x - px) < 0.12 * xmax and abs(ly - py) < 0.03 * span for px, py in placed):
             ly -= 0.03 * span
         placed.append((x, ly))
         ax.annotate(
