@@ -53,8 +53,8 @@ OVERHEAD_TARGET = 1.10
 MEMORY_TARGET = 1.2
 BIG_K = 4096  # budget runs start from this K so that budget=fit always lowers it to what the budget allows
 
-# Sized for at most 20 minutes on 2 CPU cores: one CFG denoiser eval of the embedded model costs 30-60 ms on one
-# core (fp32, depending on what else runs) and the benchmark makes ~49k of them, two child processes at a time.
+# Sized for about 25 minutes on 2 CPU cores: one CFG denoiser eval of the embedded model costs 30-60 ms on one
+# core (fp32, depending on what else runs) and the benchmark makes ~87k of them, two child processes at a time.
 # Larger settings (--steps 30 --candidates 8) need a faster machine.
 FULL = dict(
     steps=10,
@@ -199,18 +199,17 @@ def plan_runs(args, prompts: list[str], seeds: list[int]) -> tuple[list[RunDef],
     ws_per_k = runner.build_spec(compose([*base, "guidance=weighted_sum", "guidance.num_candidates=1"])).plan
     budgets = [ws_per_k.reward_queries * int(x) for x in args.budget_ks.split(",") if x]
     # SRSoup has two budget curves: the paper's window (2/5 of T) and the whole chain in the soup window, which
-    # spends queries on the anchors only and so also runs at budgets below weighted_sum's at K=1
-    # (--full-soup-budgets, fractions of weighted_sum's queries at K).
+    # spends queries on the anchors only and so also runs at small budgets where the other methods could fit no
+    # more than K=1 or 2 (--full-soup-budgets, fractions of weighted_sum's queries at K; run for this curve only).
     curve_ends = sorted({main_end, t})
     budget_methods = [
         ("weighted_sum", "weighted_sum", ["guidance=weighted_sum"]),
         *[(f"srsoup_end{e}", "srsoup", ["guidance=srsoup", f"guidance.soup_end_step={e}"]) for e in curve_ends],
     ]
-    low_budgets = [
-        b
-        for b in (int(float(x) * ws_per_k.reward_queries * k) for x in args.full_soup_budgets.split(",") if x)
-        if b not in budgets
-    ]
+    low_budgets = sorted(
+        {round(float(x) * ws_per_k.reward_queries * k) for x in args.full_soup_budgets.split(",") if x}
+        - set(budgets)
+    )
     if "best_of_n" in METHODS:  # added after this script; compared when present
         import srsoup.conf
 
@@ -779,11 +778,17 @@ def analyse(records: list[dict], meta: dict, n_boot: int = 1000) -> dict:
 
     def reach(names: list[str]) -> dict | None:
         """The cheapest measured run of a curve at >= HV_TARGET, and the linear interpolation of where the
-        curve (runs ordered by queries) first crosses it."""
-        pts = sorted((by_name[n] for n in set(names) if n in by_name), key=lambda r: r["query_ratio_ws"])
+        curve (runs ordered by queries) first crosses it; None when the curve has no runs, "run": None when no run
+        reaches the target."""
+        pts = sorted(
+            (by_name[n] for n in set(names) if n in by_name and "query_ratio_ws" in by_name[n]),
+            key=lambda r: r["query_ratio_ws"],
+        )
+        if not pts:
+            return None
         hits = [r for r in pts if r.get("reaches_target")]
         if not hits:
-            return None
+            return {"run": None, "query_ratio": None, "hv_ratio": None, "interpolated_query_ratio": None}
         best = min(hits, key=lambda r: r["query_ratio_ws"])
         crossing = None
         for lo, hi in zip([None, *pts[:-1]], pts):
@@ -809,17 +814,16 @@ def analyse(records: list[dict], meta: dict, n_boot: int = 1000) -> dict:
     for r in ok:
         if r["family"].startswith("srsoup"):
             curve = next((p for p in srsoup_curves if r["name"] == p or r["name"].startswith(f"{p}_B")), None)
-            r["smallest_query_ratio_reaching_target"] = (
-                curves[label(curve)]
-                if curve
-                else (
-                    {"run": r["name"], "query_ratio": r["query_ratio_ws"], "hv_ratio": r["hv_ratio_ws"]}
-                    if r.get("reaches_target")
-                    else None
-                )
-            )
+            if curve:
+                hit = curves[label(curve)]
+            elif r.get("reaches_target"):
+                hit = {"run": r["name"], "query_ratio": r["query_ratio_ws"], "hv_ratio": r["hv_ratio_ws"]}
+            else:
+                hit = None
+            r["smallest_query_ratio_reaching_target"] = hit if hit and hit["run"] else None
     # The query-efficiency target: the cheapest srsoup run (any window, any K or budget) at >= HV_TARGET.
-    hits = [r for r in ok if r["family"].startswith("srsoup") and r.get("reaches_target")]
+    srsoup_runs = [r for r in ok if r["family"].startswith("srsoup") and "query_ratio_ws" in r]
+    hits = [r for r in srsoup_runs if r.get("reaches_target")]
     best = min(hits, key=lambda r: r["query_ratio_ws"], default=None)
     crossings = [
         c["interpolated_query_ratio"]
@@ -827,6 +831,7 @@ def analyse(records: list[dict], meta: dict, n_boot: int = 1000) -> dict:
         if (c := curves[label(p)]) and c["interpolated_query_ratio"] is not None
     ]
     query_efficiency = {
+        "srsoup_runs": len(srsoup_runs),
         "target_query_ratio": QUERY_TARGET,
         "target_hv_ratio": HV_TARGET,
         "cheapest_run": {
@@ -1034,7 +1039,8 @@ def markdown(res: dict) -> str:
         [
             "",
             f"`{curves[-1]}` has the whole chain in the soup window (beyond the paper's windows): it queries the "
-            "anchors only, so it also runs at budgets where weighted_sum fits no K (no WS column there).",
+            "anchors only, so it also runs at budgets where the other methods were not run (no WS column there; "
+            "its ratio to weighted_sum at K is in the table of all runs).",
         ]
         if len(curves) > 1
         else []
@@ -1052,8 +1058,8 @@ def markdown(res: dict) -> str:
             + (
                 f"{hit['query_ratio']:.2f}× the queries (`{hit['run']}`, HV ratio {hit['hv_ratio']:.3f}); "
                 f"interpolated crossing at {hit['interpolated_query_ratio']:.2f}×"
-                if hit
-                else "not reached at any measured point"
+                if hit and hit["run"]
+                else ("not reached at any measured point" if hit else "no runs")
             )
         )
     qe = a.get("query_efficiency")
@@ -1067,6 +1073,8 @@ def markdown(res: dict) -> str:
                 f"`{best['run']}` at {best['query_ratio']:.2f}× the queries (HV ratio {best['hv_ratio']:.3f})"
                 if best
                 else "**not met**; no srsoup run reaches it"
+                if qe.get("srsoup_runs", 1)
+                else "not measured (no srsoup run)"
             )
             + (
                 ", and the interpolated crossing of the srsoup curves is at "
@@ -1312,7 +1320,9 @@ def plot(res: dict, path: Path) -> None:
                 lw=1,
                 alpha=0.6,
                 zorder=2,
-                label=f"{prefix}: K={res['settings']['candidates']} and budgets",
+                label=f"{prefix}: budgets"
+                if prefix == "best_of_n"
+                else f"{prefix}: K={res['settings']['candidates']} and budgets",
             )
     if top:
         ax.set_ylim(0, top)

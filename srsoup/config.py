@@ -60,7 +60,8 @@ class GuidanceConfig:
     #: Reward normalization across candidates: zscore | tanh | minmax | rank.
     normalize: str = "zscore"
     #: Most rows in one model batch, bounding memory independently of K: a CFG denoiser batch takes chunk_size // 2
-    #: candidates (two rows each), decoder and reward batches chunk_size images.
+    #: candidates (two rows each; at least one, so 1 gives 2-row CFG batches), decoder and reward batches
+    #: chunk_size images.
     chunk_size: int = 64
     #: srsoup: first step of the soup window [soup_start_step, soup_end_step).
     soup_start_step: int = 0

@@ -56,7 +56,7 @@ def test_quick_bench_writes_the_three_outputs_with_the_expected_keys(quick_resul
     budgets = res["settings"]["budgets"]
     assert len(budgets) == 2
     assert {f"weighted_sum_B{b}" for b in budgets} | {f"srsoup_end2_B{b}" for b in budgets} <= names
-    # The whole-chain soup window has its own budget curve, also below weighted_sum's budgets (0.6 x B(K=4)).
+    # The whole-chain soup window has its own budget curve, also at budgets run for it alone (0.6 x B(K=4)).
     assert res["settings"]["full_soup_budgets"] == [120]
     assert {f"srsoup_end5_B{b}" for b in [*budgets, 120]} <= names
     assert not {"weighted_sum_B120", "srsoup_end2_B120"} & names
@@ -111,3 +111,24 @@ def test_child_process_reports_its_own_peak_rss(bench, toy_model_dir, tmp_path):
     assert json.loads((tmp_path / "srsoup" / "summary.json").read_text())["status"] == "complete"
     again = bench.launch(bench.RunDef("srsoup", "srsoup", overrides), tmp_path, in_process=False)
     assert again["cached"] and again["peak_rss_mb"] == side["peak_rss_mb"]
+
+
+def test_analysis_without_weighted_sum_or_best_of_n_says_so(bench):
+    """A subset (--only, or a failed baseline) yields "no runs" / "not measured", not a crash or a verdict."""
+    groups = {"p0_s0": [[130.0, -1.2], [150.0, -1.3]], "p1_s0": [[132.0, -1.1], [148.0, -1.25]]}
+    rec = {
+        "name": "srsoup_end2",
+        "family": "srsoup",
+        "status": "complete",
+        "budget": None,
+        "points": [[131.0, -1.15], [149.0, -1.275]],
+        "_groups": groups,
+        "reward_queries": 10,
+        "denoiser_evals": 10,
+        "wall_seconds": 1.0,
+        "reward_queries_per_group": 5,
+    }
+    meta = {"main_soup_end": 2, "budgets": [], "full_soup_budgets": [], "srsoup_curves": ["srsoup_end2"], "K": 4}
+    a = bench.analyse([rec], meta, n_boot=10)
+    assert all(hit is None for hit in a["reach_target"].values())
+    assert a["query_efficiency"]["meets"] is False and a["query_efficiency"]["srsoup_runs"] == 0
