@@ -743,7 +743,6 @@ def analyse(records: list[dict], meta: dict, n_boot: int = 1000) -> dict:
             r["reaches_target"] = bool(r["hv_ratio_ws"] >= HV_TARGET)
 
     by_name = {r["name"]: r for r in ok}
-    main = f"srsoup_end{meta['main_soup_end']}"
     # weighted_sum's hypervolume at any query count inside its measured range, by linear interpolation along its
     # budget curve: the "equal budget" reference for runs whose query count no weighted_sum run matches.
     ws_curve = sorted(
@@ -755,7 +754,7 @@ def analyse(records: list[dict], meta: dict, n_boot: int = 1000) -> dict:
             q = r["reward_queries_per_group"]
             if r["family"] not in ("none", "single") and qs[0] <= q <= qs[-1]:
                 r["hv_ratio_ws_equal_queries"] = r["hypervolume"] / float(np.interp(q, qs, hvs))
-    srsoup_curves = meta.get("srsoup_curves", [main])
+    srsoup_curves = meta["srsoup_curves"]
     all_budgets = sorted({*meta["budgets"], *meta.get("full_soup_budgets", [])})
     budget_rows = []
     for b in all_budgets:
@@ -1017,7 +1016,7 @@ def markdown(res: dict) -> str:
         "**Equal reward-query budgets** (`budget=fit`, B = reward queries per group; K is the largest that fits):",
         "",
     ]
-    curves = res["meta"].get("srsoup_curves") or [f"srsoup_end{res['meta']['main_soup_end']}"]
+    curves = res["meta"]["srsoup_curves"]
     others = [*curves, "best_of_n"]
     brows = []
     for b in a["equal_budget"]:
@@ -1261,7 +1260,7 @@ def plot(res: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(9, 5.8), dpi=120)
     # Aliases (a budget run identical to another run) are the same point: plotted once.
     ok = [r for r in res["runs"] if r.get("status") == "complete" and not r.get("same_as")]
-    curves = res["meta"].get("srsoup_curves") or [f"srsoup_end{res['meta']['main_soup_end']}"]
+    curves = res["meta"]["srsoup_curves"]
     guided = [r["hypervolume"] for r in ok if r["family"] != "best_of_n"]
     top = 1.3 * max(guided) if guided else None
     shown = {r["name"]: min(r["hypervolume"], 0.95 * top) if top else r["hypervolume"] for r in ok}
