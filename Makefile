@@ -8,7 +8,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-all lint format train-tiny eval-tiny demo report bench clean-venv
+.PHONY: help setup run test test-all lint format train-tiny eval-tiny pin-revisions demo report bench clean-venv
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}'
@@ -43,7 +43,10 @@ train-tiny: setup  ## retrain the embedded model from scratch (~36 min on 2 CPU 
 	$(BIN)/python scripts/train_tiny_t2i.py --out srsoup/tiny/weights $(ARGS)
 
 eval-tiny: setup  ## prompt adherence of the embedded model on held-out and seen combinations
-	$(BIN)/python scripts/eval_tiny_t2i.py $(ARGS)
+	$(BIN)/python -m srsoup.testing.tiny_eval $(ARGS)
+
+pin-revisions: setup  ## resolve unpinned hub revisions in srsoup/conf to commit ids (needs the hub; ARGS=--write to rewrite)
+	$(BIN)/python -m srsoup.pin_revisions $(ARGS)
 
 DEMO_DIR ?= outputs/demo
 demo: setup  ## embedded model: srsoup, weighted_sum and none, then the report (CPU, a few minutes; reruns resume)

@@ -4,7 +4,6 @@ the flow SDE step, reward shapes, one-line errors offline, and `run` end to end.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 import shutil
@@ -37,14 +36,11 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory) -> Path:
-    """scripts/make_tiny_checkpoints.py run into a temporary folder (once per session)."""
-    spec = importlib.util.spec_from_file_location(
-        "make_tiny_checkpoints", ROOT / "scripts/make_tiny_checkpoints.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    """srsoup.testing.checkpoints run into a temporary folder (once per session)."""
+    from srsoup.testing.checkpoints import make_all
+
     out = tmp_path_factory.mktemp("tiny_ckpts")
-    module.make_all(out)
+    make_all(out)
     return out
 
 

@@ -1,19 +1,16 @@
-"""scripts/pin_revisions.py finds every unpinned hub revision and rewrites it in place (the hub is a stub)."""
+"""srsoup.pin_revisions finds every unpinned hub revision and rewrites it in place (the hub is a stub)."""
 
 from __future__ import annotations
 
 import hashlib
 import shutil
-import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-import pin_revisions  # noqa: E402
+from srsoup import pin_revisions
 
-sys.path.pop(0)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def fake_commit(repo: str, revision: str | None) -> str:
@@ -50,7 +47,7 @@ def test_every_unpinned_revision_is_found_and_rewritten(tmp_path, capsys):
     assert aesthetic.mlp_revision == fake_commit("trl-lib/ddpo-aesthetic-predictor", "main")
     assert aesthetic.clip_revision == "32bd64288804d66eefd0ccbe215aa642df71cc41"
     text = (conf / "reward" / "aesthetic.yaml").read_text()
-    assert "# LAION aesthetic predictor v2" in text and "# pinned commit (scripts/pin_revisions.py)" in text
+    assert "# LAION aesthetic predictor v2" in text and "# pinned commit (srsoup.pin_revisions)" in text
 
 
 def test_a_repo_that_cannot_be_resolved_fails_after_reporting_all(tmp_path, capsys):

@@ -1,12 +1,11 @@
-#!/usr/bin/env python
 """Prompt adherence of the embedded model: held-out and seen colour-shape-background combinations.
 
 Samples each prompt with plain DDIM (no reward guidance) over several seeds and reports the fraction of images
 whose background and foreground colours are right (``srsoup.rewards.adherence.adherence_hits``). Optionally
 writes a sample grid PNG.
 
-    python scripts/eval_tiny_t2i.py                       # the shipped weights
-    python scripts/eval_tiny_t2i.py --model DIR --grid docs/tiny_samples.png
+    python -m srsoup.testing.tiny_eval                       # the shipped weights
+    python -m srsoup.testing.tiny_eval --model DIR --grid docs/tiny_samples.png
 """
 
 from __future__ import annotations
@@ -14,18 +13,23 @@ from __future__ import annotations
 import argparse
 import json
 import random
+from typing import TYPE_CHECKING
 
-import torch
-
-from srsoup.backbones.ddim import DDIMBackbone
-from srsoup.guidance import NoGuidance
-from srsoup.rewards.adherence import adherence_hits
-from srsoup.sampling import sample_group
 from srsoup.tiny import WEIGHTS_DIR
-from srsoup.tiny.grammar import HELD_OUT, TRAIN_COMBOS, Scene
+
+if TYPE_CHECKING:
+    import torch
 
 
 def evaluate(model: str, combos, seeds, steps: int, cfg_scale: float):
+    import torch
+
+    from srsoup.backbones.ddim import DDIMBackbone
+    from srsoup.guidance import NoGuidance
+    from srsoup.rewards.adherence import adherence_hits
+    from srsoup.sampling import sample_group
+    from srsoup.tiny.grammar import Scene
+
     backbone = DDIMBackbone.from_pretrained(
         model, device=torch.device("cpu"), dtype=torch.float32, cfg_scale=cfg_scale, chunk_size=64
     )
@@ -54,6 +58,7 @@ PARTS = ("both", "background", "foreground")
 
 
 def save_grid(images: torch.Tensor, cols: int, path: str, scale: int = 3) -> None:
+    import torch
     from PIL import Image
 
     n, _, h, w = images.shape
@@ -77,6 +82,8 @@ def main(argv=None):
     p.add_argument("--grid", default=None, help="write a sample grid PNG (held-out prompts x 8 seeds) here")
     p.add_argument("--json", default=None, help="write the figures as JSON here")
     args = p.parse_args(argv)
+    from srsoup.tiny.grammar import HELD_OUT, TRAIN_COMBOS
+
     seeds = list(range(args.seeds))
     seen = random.Random(0).sample(list(TRAIN_COMBOS), args.seen)
     held, held_images, held_prompts = evaluate(args.model, HELD_OUT, seeds, args.steps, args.cfg_scale)

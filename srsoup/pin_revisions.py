@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Pin the hub revisions of the model and reward configs to commit ids (needs hub access).
 
 Every ``*revision`` key in ``srsoup/conf/model/*.yaml`` and ``srsoup/conf/reward/*.yaml`` whose value is not a
@@ -6,8 +5,8 @@ Every ``*revision`` key in ``srsoup/conf/model/*.yaml`` and ``srsoup/conf/reward
 to now, through ``huggingface_hub.HfApi.model_info``. The repo a revision belongs to is the key of the same
 prefix: ``revision`` → ``repo`` or ``pretrained``; ``clip_revision`` → ``clip``; ``mlp_revision`` → ``mlp_repo``.
 
-    python scripts/pin_revisions.py            # print what would change
-    python scripts/pin_revisions.py --write    # rewrite the yaml lines in place (comments kept)
+    python -m srsoup.pin_revisions            # print what would change (make pin-revisions)
+    python -m srsoup.pin_revisions --write    # rewrite the yaml lines in place (comments kept)
 
 Gated repos (SD3.5) need a token: ``huggingface-cli login`` or ``HF_TOKEN`` in the environment.
 """
@@ -22,7 +21,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-CONF = Path(__file__).resolve().parents[1] / "srsoup" / "conf"
+CONF = Path(__file__).resolve().parent / "conf"  # the package's own configs, wherever it is installed
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -61,7 +60,7 @@ def rewrite(path: Path, key: str, sha: str) -> None:
     pattern = re.compile(rf"^{re.escape(key)}:\s*[^#\n]*(#.*)?$")
     for i, line in enumerate(lines):
         if pattern.match(line.rstrip("\n")):
-            lines[i] = f"{key}: {sha}  # pinned commit (scripts/pin_revisions.py)\n"
+            lines[i] = f"{key}: {sha}  # pinned commit (srsoup.pin_revisions)\n"
             path.write_text("".join(lines))
             return
     raise ValueError(f"{path}: no top-level line for {key!r}")

@@ -1,6 +1,6 @@
 """Write random-weight tiny copies of every hub backbone and hub reward, each in its release's own file layout.
 
-    python scripts/make_tiny_checkpoints.py OUT
+    python -m srsoup.testing.checkpoints OUT
 
 writes OUT/sd15, OUT/sdxl, OUT/sd35m (diffusers pipeline folders with ``model_index.json``: 32 px images from
 8x8 latents, a few channels), OUT/sdxl-vae-fp16-fix (a VAE at the repo root, like madebyollin/sdxl-vae-fp16-fix)
@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-
-import torch
 
 # One tiny CLIP text tower for every CLIP slot (SD text encoders and reward CLIPs): hidden 16, one layer.
 CLIP_TEXT = dict(
@@ -333,6 +331,8 @@ def make_sd35m(out: Path) -> Path:
 
 def make_aesthetic(out: Path) -> Path:
     """``clip/`` (a CLIPModel with ViT-L/14's 768-d projection) + the MLP file (conf/reward/aesthetic.yaml)."""
+    import torch
+
     from srsoup.rewards.aesthetic import MLP_FILENAME, AestheticMLP
 
     save_clip_folder(out / "clip", clip_model(clip_tokenizer(), projection_dim=768), clip_tokenizer())
@@ -349,6 +349,8 @@ def make_clip_reward(out: Path) -> Path:
 def make_hpsv2(out: Path) -> Path:
     """The original HPS checkpoint layout: an open_clip state dict in ``{"state_dict": ...}`` + its architecture
     (``open_clip_config.json``, open_clip's own format) + ``tokenizer/``, as conf/reward/hpsv2.yaml says."""
+    import torch
+
     from srsoup.rewards.hpsv2 import DEFAULT_CHECKPOINT, hf_to_open_clip_state_dict
 
     tok = clip_tokenizer(pad_token="!")
@@ -391,6 +393,8 @@ def make_imagereward(out: Path) -> Path:
     Every tensor is random, LayerNorm weights included (around 1), so a key mapped to the wrong place changes
     the score; the test of the conversion compares against a forward written from these names.
     """
+    import torch
+
     from srsoup.rewards.aesthetic import AestheticMLP
     from srsoup.rewards.imagereward import DEFAULT_CHECKPOINT, MED_CONFIG, VISION_CONFIG
 
@@ -482,6 +486,7 @@ BUILDERS = {
 def make_all(out: str | Path, only: list[str] | None = None, seed: int = 0) -> dict[str, Path]:
     """Write every tiny copy (or those named in ``only``) under ``out``; returns name → folder."""
     import diffusers.utils.logging as dlog
+    import torch
     import transformers.utils.logging as tlog
 
     dlog.set_verbosity_error()
