@@ -17,7 +17,22 @@ commands:
 _state = {"task_started": False}
 
 
+def _moved_key(argv: list[str]) -> str | None:
+    """The error line for an override of a key that has moved (Hydra would only say it is not in the config)."""
+    from srsoup.spec import MOVED_KEYS
+
+    for arg in argv:
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key in MOVED_KEYS:
+            return f"{key} is now the run key {MOVED_KEYS[key]}: set {MOVED_KEYS[key]}={value or 'N'} instead"
+    return None
+
+
 def _run(argv: list[str]) -> int:
+    moved = _moved_key(argv)
+    if moved:
+        print(f"srsoup: error: {moved}", file=sys.stderr)
+        return 2
     import hydra
     from omegaconf import DictConfig
 

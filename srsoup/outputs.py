@@ -28,6 +28,40 @@ def image_name(prompt_idx: int, seed: int, weight_idx: int) -> str:
     return f"{IMAGES}/p{prompt_idx:03d}_s{seed}_w{weight_idx:02d}.png"
 
 
+def reward_columns(guided: list[str], scored: list[str]) -> list[str]:
+    """rewards.csv (DESIGN §2): weights of the guided set, raw scores under every guided and eval reward."""
+    return [
+        "prompt_idx",
+        "prompt",
+        "seed",
+        "weight_idx",
+        *[f"w_{n}" for n in guided],
+        *[f"r_{n}" for n in scored],
+        "image",
+        "reward_queries",
+        "denoiser_evals",
+    ]
+
+
+def trace_columns(guided: list[str]) -> list[str]:
+    """trace.csv: one row per step and chain."""
+    return [
+        "prompt_idx",
+        "seed",
+        "weight_idx",
+        "step",
+        "timestep",
+        "phase",
+        "sigma",
+        *[f"reward_{s}_{n}" for n in guided for s in ("mean", "std")],
+        *[f"bc_{n}" for n in guided],
+    ]
+
+
+def group_key(prompt_idx: int, seed: int) -> str:
+    return f"p{prompt_idx:03d}_s{seed}"
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
@@ -120,6 +154,9 @@ class RunDir:
         (self.path / IMAGES).mkdir(parents=True, exist_ok=True)
         for tmp in (self.path / IMAGES).glob("*.tmp"):
             tmp.unlink()
+        for path in (self.rewards_csv, self.trace_csv):
+            if path.exists() and _read_rows(path)[0] is None:
+                path.unlink()  # torn inside its header (or empty): no row of it was ever complete
         header, rows = _read_rows(self.rewards_csv)
         counts: dict[tuple[int, int], int] = {}
         for r in rows:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from srsoup.errors import SrsoupError
-from srsoup.runner import build_spec
+from srsoup.spec import build_spec
 from tests.conftest import compose
 
 CONF = Path(__file__).resolve().parents[1] / "srsoup" / "conf"
@@ -38,7 +38,6 @@ def test_contract_keys_exist():
         "sampler.cfg_scale",
         "guidance.num_candidates",
         "guidance.soup_end_step",
-        "guidance.reward",
         "budget.max_reward_queries",
         "budget.fit_candidates",
         "device",
@@ -47,7 +46,8 @@ def test_contract_keys_exist():
         node, *rest = key.split(".")
         assert node in cfg and (not rest or rest[0] in cfg[node]), key
     assert cfg.model.name == "tiny" and list(cfg.rewards) == ["colorfulness", "jpeg_compressibility"]
-    assert cfg.guidance.method == "srsoup"
+    assert cfg.guidance._target_ == "srsoup.guidance.srsoup.SRSoup"
+    assert "reward" in compose("guidance=single").guidance  # the key of guidance=single
 
 
 def test_default_plan(toy_cfg):

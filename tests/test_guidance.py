@@ -13,7 +13,7 @@ from srsoup.guidance.steps import normalize_rewards, step_noise
 from srsoup.rewards.base import CountingReward
 from srsoup.rewards.colorfulness import Colorfulness
 from srsoup.rewards.jpeg import JpegCompressibility
-from srsoup.runner import weight_grid
+from srsoup.spec import weight_grid
 from srsoup.sampling import sample_group
 
 
@@ -30,7 +30,10 @@ REWARD_FNS = {
 
 def run_group(backbone, method, names, weights, steps, seed=0, **kwargs):
     rewards = {n: CountingReward(n, REWARD_FNS[n], chunk_size=7) for n in names}
-    g = METHODS[method](**kwargs)
+    if method == "single":  # single guidance takes its reward by name, here the one-hot weight's
+        kwargs.setdefault("reward", names[max(range(len(names)), key=lambda m: weights[0][m])])
+    cls = METHODS[method]
+    g = cls(**{k: v for k, v in kwargs.items() if k in cls.option_names()})  # as the spec passes options
     g.setup(torch.tensor(weights, dtype=torch.float64), names)
     evals_before = backbone.denoiser_evals
     result = sample_group(

@@ -16,7 +16,7 @@ from srsoup import runner
 from srsoup.errors import SrsoupError
 from srsoup.guidance import METHODS
 from srsoup.rewards.base import CountingReward
-from srsoup.runner import weight_grid
+from srsoup.spec import weight_grid
 from srsoup.sampling import sample_group
 from tests.conftest import compose
 
@@ -55,9 +55,9 @@ def load(name: str, tiny: Path, **kwargs):
         return SDXLBackbone.from_pretrained(
             str(tiny / "sdxl"), vae=str(tiny / "sdxl-vae-fp16-fix"), **CPU, **kwargs
         )
-    from srsoup.backbones.flow import FlowBackbone
+    from srsoup.backbones.sd3 import SD3Backbone
 
-    return FlowBackbone.from_pretrained(str(tiny / name), **CPU, **kwargs)
+    return SD3Backbone.from_pretrained(str(tiny / name), **CPU, **kwargs)
 
 
 def brightness(images, prompts):
@@ -104,14 +104,16 @@ def test_sdxl_conditioning_and_separate_vae(tiny):
     assert cond.hidden[1].any()
     assert backbone.vae.config.force_upcast is False  # the fp16-fix VAE replaced the pipeline's own
 
-    from srsoup.backbones.sdxl import SDXLBackbone, _vae_in_dtype
+    from srsoup.backbones.loading import vae_in_dtype
+    from srsoup.backbones.sdxl import SDXLBackbone
+    from srsoup.hub import Source
 
     small = SDXLBackbone.from_pretrained(str(tiny / "sdxl"), resolution=16, **CPU)
     assert small.latent_shape == (4, 4, 4) and small.vae.config.force_upcast is True
     # fp16 runs keep a VAE that overflows in fp16 (force_upcast) in fp32, and the fp16-fix VAE in fp16.
-    kw = dict(local_files_only=True)
-    assert _vae_in_dtype(str(tiny / "sdxl"), "vae", kw, torch.float16).dtype == torch.float32
-    assert _vae_in_dtype(str(tiny / "sdxl-vae-fp16-fix"), None, kw, torch.float16).dtype == torch.float16
+    assert vae_in_dtype(Source.resolve(str(tiny / "sdxl")), "vae", torch.float16).dtype == torch.float32
+    fix = Source.resolve(str(tiny / "sdxl-vae-fp16-fix"))
+    assert vae_in_dtype(fix, None, torch.float16).dtype == torch.float16
 
 
 def test_flow_conditioning_with_and_without_t5(tiny, tmp_path):
@@ -129,7 +131,7 @@ def test_flow_conditioning_with_and_without_t5(tiny, tmp_path):
     backbone = load(str(no_t5.relative_to(tmp_path)), tmp_path)
     cond = backbone.encode_prompt(PROMPT)
     assert cond.hidden.shape == (2, 77 + 256, 32) and not cond.hidden[:, 77:].any()
-    assert backbone.default_soup_end_step == 10
+    assert compose("model=sd35m").model.default_soup_end_step == 10
 
 
 def test_flow_sde_step_matches_design_on_hand_numbers():
@@ -166,7 +168,7 @@ def test_flow_backbone_uses_scheduler_sigmas_and_counts_evals(tiny, monkeypatch)
         backbone.denoiser_evals += len(x)
         return v_const[: len(x)]
 
-    monkeypatch.setattr(backbone, "_cfg_velocity", fake_velocity)
+    monkeypatch.setattr(backbone, "_velocity", fake_velocity)
     x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     s = backbone.sigmas
     for step in range(3):
@@ -306,7 +308,7 @@ def image_reward_reference(state: dict, med: dict, heads: int, pixels, input_ids
 
 
 def test_imagereward_conversion_matches_a_forward_from_the_original_keys(tiny):
-    from srsoup.rewards.clipscore import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+    from srsoup.rewards.clip import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
     folder = tiny / "imagereward"
     reward = hub_reward("imagereward", tiny)
@@ -367,7 +369,7 @@ def test_clip_preprocess_matches_pil_resize_and_crop():
     import numpy as np
     from PIL import Image
 
-    from srsoup.rewards.clipscore import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ClipImagePreprocess
+    from srsoup.rewards.clip import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ClipImagePreprocess
 
     g = torch.Generator().manual_seed(3)
     smooth = torch.nn.functional.interpolate(torch.rand(1, 3, 6, 8, generator=g), size=(60, 80), mode="bilinear")
@@ -440,10 +442,10 @@ def test_incomplete_local_reward_folder_is_one_line(tiny, tmp_path):
 
 
 def test_missing_hub_backbones_say_how_to_get_them():
-    from srsoup.backbones.flow import FlowBackbone
+    from srsoup.backbones.sd3 import SD3Backbone
     from srsoup.backbones.sdxl import SDXLBackbone
 
-    for cls in (SDXLBackbone, FlowBackbone):
+    for cls in (SDXLBackbone, SD3Backbone):
         with pytest.raises(SrsoupError) as e:
             cls.from_pretrained("srsoup-test/missing-model", revision="abc", **CPU)
         assert "`huggingface-cli download srsoup-test/missing-model --revision abc`" in one_line(e)

@@ -226,11 +226,6 @@ def test_repair_removes_stray_temp_images(tmp_path, ref):
     assert snapshot(out.path) == two  # committed images untouched
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="outputs.py: a file torn inside its header (or left empty) has no header after repair, so the next "
-    "commit appends rows without one; repair should remove such a file (header is None but the file exists)",
-)
 @pytest.mark.parametrize("name", ["rewards.csv", "trace.csv"])
 @pytest.mark.parametrize("torn", [b"", b"prompt_idx,se"])
 def test_repair_of_a_torn_first_write_lets_the_rerun_write_a_header(tmp_path, name, torn):

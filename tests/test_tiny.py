@@ -38,10 +38,10 @@ def test_shipped_weights_are_small_safetensors_in_diffusers_layout():
 
 
 def test_shipped_weights_load_offline_and_warn_on_unknown_words(caplog):
-    from srsoup.backbones.ddim import load_embedded
+    from srsoup.backbones.ddim import DDIMBackbone
 
     assert os.environ["HF_HUB_OFFLINE"] == "1"
-    backbone = load_embedded(device=torch.device("cpu"), dtype=torch.float32, cfg_scale=3.0)
+    backbone = DDIMBackbone.from_pretrained(None, device=torch.device("cpu"), dtype=torch.float32, cfg_scale=3.0)
     assert backbone.vae is None and backbone.latent_shape == (3, 32, 32)
     with caplog.at_level("WARNING"):
         backbone.encode_prompt("a red circle on an orange background")

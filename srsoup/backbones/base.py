@@ -1,24 +1,34 @@
-"""The backbone interface: encode a prompt, take CFG noise predictions, give step distributions, decode.
+"""The backbone interface: encode a prompt, take CFG predictions, give step distributions, decode; shared pieces.
 
 Guidance methods see a denoising step as a Gaussian N(μ, σ²I) over the next latent (DESIGN §1): the backbone
 returns μ and σ for every chain, and turns a candidate next latent into an image for scoring. Every CFG
-prediction of one batch item is one *denoiser eval*, counted here.
+prediction of one batch item is one *denoiser eval* and every decoded image one *decode*, counted and timed here
+(``denoiser_evals``, ``decodes``, ``timers``), so any backbone on any device reports where its time went.
+
+A model yaml names its backbone class with ``_target_``; ``Backbone.load`` passes the yaml's keys to that class's
+``from_pretrained`` together with the run's device, dtype, CFG scale, η and ``chunk_size`` (each only where the
+loader takes it). Unknown keys are one error line naming the valid ones.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
-import os
 from abc import ABC, abstractmethod
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from srsoup.errors import SrsoupError
+from srsoup.timing import Stopwatch
 
 log = logging.getLogger(__name__)
+
+#: Model keys read by the run spec itself, not by the backbone loader.
+SPEC_KEYS = ("_target_", "name", "default_steps", "default_cfg_scale", "default_soup_end_step")
+#: Run settings a loader may take (by name) besides the model yaml's keys.
+RUN_KEYS = ("device", "dtype", "cfg_scale", "chunk_size", "eta")
 
 
 @dataclass
@@ -33,10 +43,7 @@ class StepDistribution:
 class Backbone(ABC):
     """A text-to-image model seen as T stochastic steps. Subclasses hold the model differences."""
 
-    #: Default number of steps, CFG scale and end of the soup window for this model.
-    default_steps: int = 50
-    default_cfg_scale: float = 5.0
-    default_soup_end_step: int = 20
+    init_noise_sigma: float = 1.0
 
     def __init__(self, *, device: torch.device, dtype: torch.dtype, cfg_scale: float, chunk_size: int = 64):
         self.device = device
@@ -44,12 +51,49 @@ class Backbone(ABC):
         self.cfg_scale = cfg_scale
         self.chunk_size = chunk_size
         self.denoiser_evals = 0
+        self.decodes = 0
+        self.timers = {"denoiser": Stopwatch(device), "decode": Stopwatch(device)}
+
+    # --- building from a model yaml -----------------------------------------------------------------------
+    @classmethod
+    @abstractmethod
+    def from_pretrained(cls, pretrained, **kwargs) -> Backbone:
+        """Load from a diffusers folder or hub id (keyword arguments: the model yaml's keys and run settings)."""
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        """The model yaml keys this backbone's loader takes."""
+        params = inspect.signature(cls.from_pretrained).parameters
+        return [p for p in params if p not in RUN_KEYS and params[p].kind is not inspect.Parameter.VAR_KEYWORD]
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """One error line for a model key the loader does not take."""
+        valid = cls.option_names()
+        unknown = [k for k in options if k not in valid and k not in SPEC_KEYS]
+        if unknown:
+            choices = ", ".join([*SPEC_KEYS[1:], *valid])
+            raise SrsoupError(f"model.{unknown[0]} is not an option of {cls.__name__}; valid: {choices}")
+
+    @classmethod
+    def deterministic_reason(cls, options: dict, eta: float) -> str | None:
+        """Why this configuration's step has no noise (all candidates equal), or None when it is stochastic."""
+        return "sampler.eta=0" if eta == 0 else None
+
+    @classmethod
+    def load(cls, options: dict, **run) -> Backbone:
+        """The backbone of a model yaml's keys (``options``) and the run's settings."""
+        cls.check_options(options)
+        params = inspect.signature(cls.from_pretrained).parameters
+        kwargs = {k: v for k, v in options.items() if k not in SPEC_KEYS}
+        kwargs.update({k: v for k, v in run.items() if k in params})
+        return cls.from_pretrained(**kwargs)
 
     # --- set-up -------------------------------------------------------------------------------------------
     @property
     @abstractmethod
     def latent_shape(self) -> tuple[int, ...]:
-        """Shape of one latent (C, H, W)."""
+        """Shape of one latent as the steps see it (C, H, W), or (tokens, channels) for packed latents."""
 
     @abstractmethod
     def set_steps(self, num_steps: int) -> list[float]:
@@ -64,8 +108,6 @@ class Backbone(ABC):
         x = torch.randn((1, *self.latent_shape), generator=generator, dtype=torch.float32)
         return (x * self.init_noise_sigma).to(self.device)
 
-    init_noise_sigma: float = 1.0
-
     # --- per step -----------------------------------------------------------------------------------------
     @abstractmethod
     def step_distribution(self, x: torch.Tensor, step: int, cond) -> StepDistribution:
@@ -76,8 +118,16 @@ class Backbone(ABC):
         """Clean-sample estimate of candidate next latents (one CFG eval each; none at the last step)."""
 
     @abstractmethod
+    def _decode(self, x0: torch.Tensor) -> torch.Tensor:
+        """Images [B, 3, H, W] in [0, 1] from clean latents (chunked by the subclass or by ``_vae_decode``)."""
+
+    @torch.inference_mode()
     def decode(self, x0: torch.Tensor) -> torch.Tensor:
-        """Images [B, 3, H, W] in [0, 1] from clean latents."""
+        """Images [B, 3, H, W] in [0, 1] from clean latents; counted and timed."""
+        with self.timers["decode"]():
+            images = self._decode(x0)
+        self.decodes += len(x0)
+        return images
 
     def final_images(self, x: torch.Tensor) -> torch.Tensor:
         """The images of the final latents (the output of the last step)."""
@@ -95,74 +145,49 @@ class Backbone(ABC):
         for i in range(0, n, per):
             yield slice(i, min(n, i + per))
 
+    def _cfg(self, x: torch.Tensor, forward: Callable[[torch.Tensor, int], torch.Tensor]) -> torch.Tensor:
+        """Classifier-free guided prediction of every item of ``x``, chunked, counted and timed.
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → cuda if available else cpu; an explicit device that is not available is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise SrsoupError(f"device={name!r} is not a device; valid: auto, cpu, cuda, cuda:N, mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SrsoupError(f"device={name!r} but CUDA is not available on this machine; use device=cpu or auto")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise SrsoupError(f"device={name!r} but only {torch.cuda.device_count()} CUDA devices are visible")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise SrsoupError(f"device={name!r} but MPS is not available on this machine; use device=cpu or auto")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise SrsoupError(f"device={name!r} is not supported; valid: auto, cpu, cuda, cuda:N, mps")
-    return device
+        ``forward(model_in, n)`` runs the network on ``model_in`` = [x_chunk; x_chunk] (2n rows: uncond first, in
+        the run's dtype) and returns its raw prediction; the pair of an item is one batch and one denoiser eval.
+        """
+        out = torch.empty_like(x)
+        with self.timers["denoiser"]():
+            for sl in self._chunks(len(x), rows_per_item=2):
+                xs = x[sl]
+                n = len(xs)
+                pred = forward(torch.cat([xs, xs]).to(self.dtype), n).float()
+                uncond, text = pred[:n], pred[n:]
+                out[sl] = uncond + self.cfg_scale * (text - uncond)
+                self.denoiser_evals += n
+        return out
 
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name not in DTYPES:
-        raise SrsoupError(f"dtype={name!r} is not supported; valid: {', '.join(DTYPES)}")
-    if name == "fp16" and device.type == "cpu":
-        raise SrsoupError(
-            "dtype='fp16' needs a GPU (many fp16 kernels are missing on CPU); valid on CPU: fp32, bf16"
-        )
-    return DTYPES[name]
+    def _vae_decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] from VAE latents: z/scaling + shift in the VAE's own dtype (fp32 when upcast)."""
+        vae_dtype = next(self.vae.parameters()).dtype
+        scale = self.vae.config.scaling_factor
+        shift = self.vae.config.get("shift_factor", None) or 0.0
+        images = []
+        for sl in self._chunks(len(z)):
+            latents = (z[sl].float() / scale + shift).to(vae_dtype)
+            images.append(((self.vae.decode(latents).sample.float() + 1) / 2).clamp(0, 1))
+        return torch.cat(images)
 
 
-def resolve_pretrained(pretrained: str, revision: str | None) -> tuple[str, bool]:
-    """A local folder as is, else a hub id; returns (path or id, whether it is local).
-
-    A path-like value (``./x``, ``/x``, ``~/x``, more than one ``/``) that does not exist is an error at once,
-    rather than a confusing hub lookup.
-    """
-    expanded = os.path.expanduser(pretrained)
-    if Path(expanded).is_dir():
-        return expanded, True
-    looks_like_path = expanded.startswith((".", "/", "~")) or expanded.count("/") != 1 or os.sep == "\\"
-    if looks_like_path:
-        raise SrsoupError(
-            f"model path {pretrained!r} does not exist (expected a diffusers folder or a hub id org/name)"
-        )
-    return pretrained, False
+def tokenize(tokenizer, prompts: list[str], max_length: int | None = None, **kwargs) -> torch.Tensor:
+    """Token ids padded to the tokenizer's (or the given) maximum length, truncated, as the pipelines do."""
+    return tokenizer(
+        prompts,
+        padding="max_length",
+        max_length=max_length or tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+        **kwargs,
+    ).input_ids
 
 
-@contextmanager
-def loading_errors(pretrained: str, revision: str | None, local: bool):
-    """Turn any failure while loading a model into one actionable SrsoupError line."""
-    try:
-        yield
-    except SrsoupError:
-        raise
-    except Exception as err:  # noqa: BLE001 - any loading failure becomes one actionable line
-        if local:
-            message = f"model folder {pretrained!r} is incomplete or unreadable: {err}"
-            raise SrsoupError(message.splitlines()[0]) from None
-        raise hub_error(pretrained, revision, err) from None
-
-
-def hub_error(pretrained: str, revision: str | None, err: Exception) -> SrsoupError:
-    """One line telling how to get a hub model that is not available offline."""
-    rev = f" --revision {revision}" if revision else ""
-    return SrsoupError(
-        f"model {pretrained!r} is not available locally ({type(err).__name__}); download it first with "
-        f"`huggingface-cli download {pretrained}{rev}` (or pass model.pretrained=<local folder>)"
-    )
+def clip_penultimate(tokenizer, encoder, prompt: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Penultimate hidden states and projected pooled embedding of a CLIP text encoder with projection
+    (``CLIPTextModelWithProjection``), as SDXL's and SD3's pipelines encode a prompt."""
+    out = encoder(tokenize(tokenizer, [prompt]).to(device), output_hidden_states=True)
+    return out.hidden_states[-2], getattr(out, "text_embeds", None)

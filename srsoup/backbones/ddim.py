@@ -2,7 +2,8 @@
 
 The step distribution comes from diffusers' ``DDIMScheduler.step`` with η (DESIGN §1): μ is its
 ``prev_sample`` with zero variance noise and σ the difference that unit noise makes, so the schedule is never
-re-derived by hand. The embedded model is the same code without a VAE (pixel space, decode = rescale).
+re-derived by hand. The embedded model is the same code without a VAE (pixel space, decode = rescale); it is what
+``pretrained: null`` loads.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from srsoup.backbones.base import Backbone, StepDistribution, loading_errors, resolve_pretrained
+from srsoup.backbones.base import Backbone, StepDistribution, tokenize
+from srsoup.backbones.loading import PipelineFolder
 from srsoup.errors import SrsoupError
 
 log = logging.getLogger(__name__)
@@ -42,40 +44,30 @@ class DDIMBackbone(Backbone):
     @classmethod
     def from_pretrained(
         cls,
-        pretrained: str,
+        pretrained: str | None = None,
         *,
         revision: str | None = None,
+        local_files_only: bool | None = None,
+        scheduler: dict | None = None,
         device: torch.device,
         dtype: torch.dtype,
         cfg_scale: float,
         chunk_size: int = 64,
         eta: float = 1.0,
-        local_files_only: bool | None = None,
-        **scheduler_overrides,
     ) -> DDIMBackbone:
-        """Load each component from a diffusers-layout folder or hub id (``vae/`` only if the folder has one)."""
-        from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-        from transformers import AutoTokenizer, CLIPTextModel
+        """Load a diffusers-layout folder or hub id (``vae/`` only if it has one); null = the embedded model.
 
-        path, local = resolve_pretrained(pretrained, revision)
-        kw = dict(revision=None if local else revision, local_files_only=local_files_only or local)
-        with loading_errors(pretrained, revision, local):
-            index = _load_index(path, kw)
-            unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype, **kw)
-            text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", dtype=dtype, **kw)
-            tokenizer = AutoTokenizer.from_pretrained(path, subfolder="tokenizer", **kw)
-            scheduler = DDIMScheduler.from_pretrained(path, subfolder="scheduler", **kw)
-            vae = None
-            if "vae" in index:
-                vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype, **kw)
-        if scheduler_overrides:
-            scheduler = DDIMScheduler.from_config(scheduler.config, **scheduler_overrides)
+        ``scheduler``: DDIMScheduler config overrides (e.g. ``{timestep_spacing: trailing}``).
+        """
+        from diffusers import DDIMScheduler
+
+        folder = PipelineFolder.open(pretrained or str(_embedded_dir()), revision, local_files_only, dtype)
         return cls(
-            unet=unet,
-            text_encoder=text_encoder,
-            tokenizer=tokenizer,
-            scheduler=scheduler,
-            vae=vae,
+            unet=folder.component("unet"),
+            text_encoder=folder.component("text_encoder"),
+            tokenizer=folder.tokenizer(),
+            scheduler=folder.scheduler(DDIMScheduler, scheduler),
+            vae=folder.vae() if folder.has("vae") else None,
             eta=eta,
             device=device,
             dtype=dtype,
@@ -110,9 +102,7 @@ class DDIMBackbone(Backbone):
 
     def _tokenize(self, prompts: list[str]) -> torch.Tensor:
         tok = self.tokenizer
-        ids = tok(
-            prompts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
-        ).input_ids
+        ids = tokenize(tok, prompts)
         unk = getattr(tok, "unk_token_id", None)
         if unk is not None and unk != tok.pad_token_id and (ids == unk).any():
             words = [w for p in prompts for w in p.split() if unk in tok(w, add_special_tokens=False).input_ids]
@@ -121,21 +111,16 @@ class DDIMBackbone(Backbone):
 
     # --- per step -----------------------------------------------------------------------------------------
     def _cfg_eps(self, x: torch.Tensor, t: int, cond: PromptCond) -> torch.Tensor:
-        """CFG noise prediction, chunked; the uncond/cond pair of an item is one doubled batch and one eval."""
-        out = torch.empty_like(x)
-        for sl in self._chunks(len(x), rows_per_item=2):
-            xs = x[sl]
-            n = len(xs)
-            model_in = torch.cat([xs, xs]).to(self.dtype)
-            hidden = cond.hidden.repeat_interleave(n, dim=0)
+        """CFG noise prediction; the uncond/cond pair of an item is one doubled batch and one eval."""
+
+        def forward(model_in: torch.Tensor, n: int) -> torch.Tensor:
             kwargs = {}
             if cond.extra:
                 kwargs["added_cond_kwargs"] = {k: v.repeat_interleave(n, dim=0) for k, v in cond.extra.items()}
-            pred = self.unet(model_in, t, encoder_hidden_states=hidden, **kwargs).sample.float()
-            uncond, text = pred[:n], pred[n:]
-            out[sl] = uncond + self.cfg_scale * (text - uncond)
-            self.denoiser_evals += n
-        return out
+            hidden = cond.hidden.repeat_interleave(n, dim=0)
+            return self.unet(model_in, t, encoder_hidden_states=hidden, **kwargs).sample
+
+        return self._cfg(x, forward)
 
     @torch.inference_mode()
     def step_distribution(self, x: torch.Tensor, step: int, cond: PromptCond) -> StepDistribution:
@@ -156,35 +141,16 @@ class DDIMBackbone(Backbone):
         eps = self._cfg_eps(x_next, t_next, cond)
         return self.scheduler.step(eps, t_next, x_next, eta=0.0).pred_original_sample
 
-    @torch.inference_mode()
-    def decode(self, x0: torch.Tensor) -> torch.Tensor:
+    def _decode(self, x0: torch.Tensor) -> torch.Tensor:
         if self.vae is None:
-            return ((x0.float() + 1) / 2).clamp(0, 1)
-        images = []
-        scale = self.vae.config.scaling_factor
-        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
-        for sl in self._chunks(len(x0)):
-            z = (x0[sl] / scale + shift).to(self.dtype)
-            images.append(((self.vae.decode(z).sample.float() + 1) / 2).clamp(0, 1))
-        return torch.cat(images)
+            return ((x0.float() + 1) / 2).clamp(0, 1)  # pixel space (the embedded model)
+        return self._vae_decode(x0)
 
 
-def _load_index(path: str, kw: dict) -> dict:
-    """``model_index.json`` of a diffusers folder or hub repo, to know which components it has."""
-    import json
-    from pathlib import Path
-
-    if Path(path).is_dir():
-        return json.loads((Path(path) / "model_index.json").read_text())
-    from huggingface_hub import hf_hub_download
-
-    return json.loads(Path(hf_hub_download(path, "model_index.json", **kw)).read_text())
-
-
-def load_embedded(**kwargs) -> DDIMBackbone:
+def _embedded_dir():
     """The model shipped inside the package (``model=tiny``)."""
     from srsoup.tiny import WEIGHTS_DIR
 
     if not (WEIGHTS_DIR / "model_index.json").exists():
         raise SrsoupError(f"the embedded weights are missing from {WEIGHTS_DIR.name}/; reinstall srsoup")
-    return DDIMBackbone.from_pretrained(str(WEIGHTS_DIR), **kwargs)
+    return WEIGHTS_DIR

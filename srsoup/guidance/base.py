@@ -1,13 +1,26 @@
-"""The guidance-method interface and the plan of reward queries and denoiser evals it implies."""
+"""The guidance-method interface: every per-method fact the runner and sampler need, as hooks with defaults.
+
+A method is one class here plus one yaml in ``conf/guidance/`` whose ``_target_`` names it. The runner and the
+sampler never compare method names: what differs between methods is a hook on this class —
+
+- the options it takes (its keyword-only constructor arguments; ``option_names``),
+- which rows of the output it produces from the user's weight grid (``setup``),
+- which chains it steps (``num_chains``) and where they start (``initial_latents``),
+- each step (``step``), what happens after the last one (``finish``),
+- the exact plan of counts (``plan``), the size ``budget=fit`` scales (``budget_key``),
+- what it adds to summary.json (``summary_fields``) and which chains the trace compares (``trace_anchors``).
+"""
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from srsoup.guidance.steps import StepContext
+from srsoup.guidance.steps import StepContext, anchor_rows, check_count
 
 
 @dataclass
@@ -21,26 +34,82 @@ class Plan:
     num_candidates: int
     phases: dict[str, dict[str, int]]  # per phase: steps, reward_queries, denoiser_evals
     exact: bool = True
+    decodes: int = 0  # images decoded for scoring and the final images of every chain
 
     @property
     def reward_queries(self) -> int:
         return sum(self.reward_queries_by_reward.values())
 
 
+@dataclass
+class Chains:
+    """What a group's sampling left: one row per output weight after ``finish`` (per chain before it)."""
+
+    images: torch.Tensor  # [n, 3, H, W] in [0, 1]
+    queries: torch.Tensor  # [n] reward queries attributed to each row
+    evals: torch.Tensor  # [n] denoiser evals attributed to each row
+
+
 class Guidance(ABC):
     """A guidance method: keyword-only options, ``setup`` once per run, ``step`` once per denoising step."""
 
-    name: str = ""
+    #: The method's name in summary.json, reports and logs.
+    name: ClassVar[str] = ""
+    #: The option that ``budget=fit`` lowers to fit a query budget (None: nothing to lower), its smallest
+    #: useful value, and how messages call it.
+    budget_key: ClassVar[str | None] = "num_candidates"
+    budget_min: ClassVar[int] = 2
+    budget_label: ClassVar[str] = "K"
+    #: Whether the method needs a stochastic step (all its candidates would be one point otherwise).
+    needs_noise: ClassVar[bool] = False
 
-    def __init__(self, *, num_candidates: int = 16, **_ignored):
-        self.num_candidates = num_candidates
+    def __init__(self, *, num_candidates: int = 16):
+        self.num_candidates = check_count("guidance.num_candidates", num_candidates, 1, "K candidates a step")
         self.weights = torch.empty(0)
         self.reward_names: list[str] = []
 
-    def setup(self, weights: torch.Tensor, reward_names: list[str]) -> None:
-        """Bind the weight grid [L, M] (rows on the simplex) and the reward names of the guided set."""
-        self.weights = weights
+    # --- configuration ------------------------------------------------------------------------------------
+    @classmethod
+    def option_names(cls) -> list[str]:
+        """Every keyword the constructors along the class hierarchy take (the method's config keys).
+
+        A constructor that takes ``**kwargs`` passes them on to its base class, so the base's keywords count too;
+        one without ends the chain.
+        """
+        names: list[str] = []
+        for klass in cls.__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is None or klass is object:
+                continue
+            params = inspect.signature(init).parameters.values()
+            names += [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in names]
+            if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+                break
+        return names
+
+    def setup(self, grid: torch.Tensor, reward_names: list[str]) -> None:
+        """Bind the user's weight grid [L, M] and the guided reward names; ``weights`` are the output rows."""
         self.reward_names = list(reward_names)
+        self.weights = grid
+
+    def summary_fields(self) -> dict:
+        """Facts of this method for summary.json beside the counts."""
+        return {"num_candidates": self.num_candidates}
+
+    # --- chains -------------------------------------------------------------------------------------------
+    @property
+    def num_chains(self) -> int:
+        """Chains stepped together (one per output weight unless the method says otherwise)."""
+        return len(self.weights)
+
+    def initial_latents(self, backbone, seed: int) -> torch.Tensor:
+        """x_T of every chain: the seed's one x_T for all (so weights differ only by guidance)."""
+        x = backbone.initial_latents(torch.Generator().manual_seed(seed))
+        return x.expand(self.num_chains, *backbone.latent_shape)
+
+    def trace_anchors(self) -> dict[int, int]:
+        """Reward index → the chain the trace's Bhattacharyya columns compare every chain with."""
+        return anchor_rows(self.weights)
 
     def start_group(self) -> None:  # noqa: B027 - optional hook; most methods keep no per-group state
         """Reset any per-group state (adaptive switches)."""
@@ -51,22 +120,29 @@ class Guidance(ABC):
 
     @abstractmethod
     def step(self, ctx: StepContext) -> torch.Tensor:
-        """The next latents of all chains [L, ...]."""
+        """The next latents of all chains [num_chains, ...]."""
+
+    def finish(self, chains: Chains, rewards: dict, prompt: str) -> Chains:
+        """The output rows (one per weight) from the final images of all chains; by default the chains are."""
+        return chains
 
     def phase(self, step: int, num_steps: int) -> str:
         return self.name
 
+    # --- counts -------------------------------------------------------------------------------------------
     def plan(self, num_steps: int) -> Plan:
         """Reward queries per reward and denoiser evals for one group (DESIGN §1 counting rules)."""
         k = self.num_candidates
         queries = torch.zeros(len(self.reward_names), dtype=torch.long)
         phases: dict[str, dict[str, int]] = {}
+        decodes = self.num_chains
         for step in range(num_steps):
             drawers = self.candidate_plan(step, num_steps)
             step_queries = sum((k * mask.long() for _, mask in drawers), torch.zeros_like(queries))
             queries += step_queries
+            decodes += k * len(drawers)
             # One CFG eval per chain, plus one per candidate except at the last step (decoded directly).
-            step_evals = len(self.weights) + (k * len(drawers) if step < num_steps - 1 else 0)
+            step_evals = self.num_chains + (k * len(drawers) if step < num_steps - 1 else 0)
             p = phases.setdefault(self.phase(step, num_steps), dict(steps=0, reward_queries=0, denoiser_evals=0))
             p["steps"] += 1
             p["reward_queries"] += int(step_queries.sum())
@@ -74,8 +150,9 @@ class Guidance(ABC):
         return Plan(
             reward_queries_by_reward={n: int(q) for n, q in zip(self.reward_names, queries)},
             denoiser_evals=sum(p["denoiser_evals"] for p in phases.values()),
-            chains=len(self.weights),
+            chains=self.num_chains,
             steps=num_steps,
             num_candidates=k,
             phases=phases,
+            decodes=decodes,
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from srsoup.guidance.base import Guidance, Plan
+from srsoup.guidance.base import Chains, Guidance, Plan
 from srsoup.guidance.steps import StepContext, normalize_rewards, step_noise
 
 X_T_KEY = 2**31 - 1  # the "step" under which the extra starting latents are keyed
@@ -18,9 +18,14 @@ X_T_KEY = 2**31 - 1  # the "step" under which the extra starting latents are key
 
 class BestOfN(Guidance):
     name = "best_of_n"
+    budget_label = "N"
 
+    @property
     def num_chains(self) -> int:
         return self.num_candidates
+
+    def trace_anchors(self) -> dict[int, int]:
+        return {}  # chains are samples, not weights
 
     def initial_latents(self, backbone, seed: int) -> torch.Tensor:
         """Sample 0 starts from the seed's x_T (as `none`); the others from x_T keyed by (seed, index)."""
@@ -38,24 +43,33 @@ class BestOfN(Guidance):
         ctx.stats.phase = [self.name] * len(mean)
         return mean + ctx.dist.sigma * noise
 
-    def select(self, images: torch.Tensor, rewards: dict, prompt: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        """Score the N samples under every reward; the best sample per weight; queries attributed per row."""
+    def finish(self, chains: Chains, rewards: dict, prompt: str) -> Chains:
+        """Score the N samples under every reward; the best sample per weight; counts spread over the rows."""
+        images = chains.images
         scores = {n: rewards[n](images, [prompt] * len(images)) for n in self.reward_names}
         z = torch.stack([normalize_rewards(scores[n], "zscore") for n in self.reward_names], dim=1)  # [N, M]
         choice = (self.weights.float() @ z.T).argmax(dim=1)  # [L]
-        total = len(images) * len(self.reward_names)
+        # The N·M queries and N·T evals serve every row; spread them so the rows sum to the totals.
         rows = len(self.weights)
-        # The N·M queries serve every row; spread them so the rows sum to the total.
-        queries = torch.tensor([total // rows + (1 if r < total % rows else 0) for r in range(rows)])
-        return images[choice], queries, {n: len(images) for n in self.reward_names}
+        return Chains(
+            images=images[choice],
+            queries=spread(len(images) * len(self.reward_names), rows),
+            evals=spread(int(chains.evals.sum()), rows),
+        )
 
     def plan(self, num_steps: int) -> Plan:
         n, m = self.num_candidates, len(self.reward_names)
         return Plan(
             reward_queries_by_reward={name: n for name in self.reward_names},
             denoiser_evals=n * num_steps,
-            chains=len(self.weights),
+            chains=n,
             steps=num_steps,
             num_candidates=n,
             phases={self.name: dict(steps=num_steps, reward_queries=n * m, denoiser_evals=n * num_steps)},
+            decodes=n,
         )
+
+
+def spread(total: int, rows: int) -> torch.Tensor:
+    """``total`` split over ``rows`` as evenly as integers allow (the first rows take the remainder)."""
+    return torch.tensor([total // rows + (1 if r < total % rows else 0) for r in range(rows)])

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from srsoup.guidance.base import Plan
-from srsoup.guidance.steps import StepContext, bhattacharyya
+from srsoup.guidance.steps import StepContext, anchor_rows, bhattacharyya, check_choice, check_count
 from srsoup.guidance.weighted_sum import WeightedSum
 
 MEAN_CORRECTIONS = ("reference", "exact", "off")
@@ -56,26 +56,33 @@ class SRSoup(WeightedSum):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if mean_correction not in MEAN_CORRECTIONS:
-            raise ValueError(f"guidance.mean_correction={mean_correction!r}; valid: {', '.join(MEAN_CORRECTIONS)}")
-        if switch not in SWITCHES:
-            raise ValueError(f"guidance.switch={switch!r}; valid: {', '.join(SWITCHES)}")
-        self.soup_start_step = soup_start_step
-        self.soup_end_step = soup_end_step
-        self.mean_correction = mean_correction
-        self.switch = switch
-        self.switch_threshold = switch_threshold
+        self.mean_correction = check_choice("guidance.mean_correction", mean_correction, MEAN_CORRECTIONS)
+        self.switch = check_choice("guidance.switch", switch, SWITCHES)
+        self.soup_start_step = check_count("guidance.soup_start_step", soup_start_step, 0, "first soup step")
+        self.soup_end_step = check_count("guidance.soup_end_step", soup_end_step, 0, "end of the soup window")
+        if soup_start_step > soup_end_step:
+            raise ValueError(
+                f"soup window [{soup_start_step}, {soup_end_step}) is invalid: need 0 <= start <= end"
+            )
+        if isinstance(switch_threshold, bool) or not 0 < switch_threshold <= 1:
+            raise ValueError(f"guidance.switch_threshold={switch_threshold} must be in (0, 1]")
+        self.switch_threshold = float(switch_threshold)
         self.anchors: dict[int, int] = {}
         self._left: set[int] = set()
 
     def setup(self, weights: torch.Tensor, reward_names: list[str]) -> None:
         super().setup(weights, reward_names)
-        self.anchors = {}
-        for m in range(weights.shape[1]):
-            rows = [c for c, w in enumerate(weights) if w[m] == 1 and (w > 0).sum() == 1]
-            if not rows:
-                raise ValueError(f"the weight grid has no anchor (one-hot weight) for reward {reward_names[m]!r}")
-            self.anchors[m] = rows[0]
+        self.anchors = anchor_rows(weights)
+        for m, name in enumerate(reward_names):
+            if m not in self.anchors:
+                raise ValueError(f"the weight grid has no anchor (one-hot weight) for reward {name!r}")
+
+    def summary_fields(self) -> dict:
+        return {
+            **super().summary_fields(),
+            "soup_start_step": self.soup_start_step,
+            "soup_end_step": self.soup_end_step,
+        }
 
     def start_group(self) -> None:
         self._left = set()

@@ -19,6 +19,30 @@ NORMALIZERS = ("zscore", "tanh", "minmax", "rank")
 EPS = 1e-8
 
 
+def check_count(key: str, value, minimum: int, what: str) -> int:
+    """An integer option >= ``minimum``, or a ValueError naming the key, the value and the bound."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{key}={value!r} must be an integer >= {minimum} ({what})")
+    if value < minimum:
+        raise ValueError(f"{key}={value} must be >= {minimum} ({what})")
+    return value
+
+
+def check_choice(key: str, value, valid) -> str:
+    if value not in valid:
+        raise ValueError(f"{key}={value!r}; valid: {', '.join(valid)}")
+    return value
+
+
+def anchor_rows(weights: torch.Tensor) -> dict[int, int]:
+    """Reward index → first chain whose weight is one-hot on it (the anchors of the grid)."""
+    rows = {}
+    for c, w in enumerate(weights):
+        if (w > 0).sum() == 1:
+            rows.setdefault(int(w.argmax()), c)
+    return rows
+
+
 def normalize_rewards(r: torch.Tensor, method: str = "zscore") -> torch.Tensor:
     """Per-candidate weights from raw rewards [K]; a constant vector gives zeros (no direction to follow)."""
     r = r.double()

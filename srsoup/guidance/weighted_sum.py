@@ -9,7 +9,14 @@ from __future__ import annotations
 import torch
 
 from srsoup.guidance.base import Guidance
-from srsoup.guidance.steps import NORMALIZERS, StepContext, compress_trick, keep_top, normalize_rewards
+from srsoup.guidance.steps import (
+    NORMALIZERS,
+    StepContext,
+    check_choice,
+    compress_trick,
+    keep_top,
+    normalize_rewards,
+)
 
 
 class WeightedSum(Guidance):
@@ -28,10 +35,12 @@ class WeightedSum(Guidance):
         **kwargs,
     ):
         super().__init__(num_candidates=num_candidates, **kwargs)
-        if normalize not in NORMALIZERS:
-            raise ValueError(f"guidance.normalize={normalize!r}; valid: {', '.join(NORMALIZERS)}")
-        self.normalize = normalize
-        self.antithetic = antithetic
+        self.normalize = check_choice("guidance.normalize", normalize, NORMALIZERS)
+        if antithetic and num_candidates % 2:
+            raise ValueError(
+                f"guidance.num_candidates={num_candidates} must be even with guidance.antithetic=true"
+            )
+        self.antithetic = bool(antithetic)
         self.compress_tricks = compress_tricks
         self.compress_reward = compress_reward
         self.compress_target_kb = compress_target_kb

@@ -20,16 +20,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from srsoup.devices import resolve_device
 from srsoup.errors import SrsoupError
-from srsoup.rewards.clipscore import (
-    CLIP_L14,
-    CLIP_L14_REVISION,
-    ClipImagePreprocess,
-    Source,
-    _pooled,
-    load_clip,
-    resolve_device,
-)
+from srsoup.hub import Source
+from srsoup.rewards.clip import CLIP_L14, CLIP_L14_REVISION, ClipImagePreprocess, _pooled, load_clip
 
 MLP_FILENAME = "sac+logos+ava1-l14-linearMSE.pth"
 MLP_KEYS = [f"layers.{i}.{p}" for i in (0, 2, 4, 6, 7) for p in ("weight", "bias")]
@@ -95,20 +89,20 @@ class AestheticScore:
         self.device = resolve_device(device)
         self.dtype = dtype
         if pretrained is not None:
-            folder = Source.resolve("aesthetic", pretrained)
+            folder = Source.reward("aesthetic", pretrained)
             if not Path(folder.ref).is_dir():
                 raise SrsoupError(
                     f"reward 'aesthetic': pretrained={pretrained!r} must be a folder (clip/ + {MLP_FILENAME})"
                 )
-            clip_src = folder.sub("clip") or Source.resolve("aesthetic", clip, clip_revision, local_files_only)
+            clip_src = folder.sub("clip") or Source.reward("aesthetic", clip, clip_revision, local_files_only)
             stem = Path(folder.ref) / MLP_FILENAME
             safetensors = stem.with_suffix(".safetensors")
             mlp_path = str(safetensors if safetensors.is_file() and not stem.is_file() else stem)
             if not Path(mlp_path).is_file():
                 raise SrsoupError(f"reward 'aesthetic': {stem} is missing (the MLP weights of the folder layout)")
         else:
-            clip_src = Source.resolve("aesthetic", clip, clip_revision, local_files_only)
-            mlp_path = Source.resolve("aesthetic", mlp_repo, mlp_revision, local_files_only).file(mlp_file)
+            clip_src = Source.reward("aesthetic", clip, clip_revision, local_files_only)
+            mlp_path = Source.reward("aesthetic", mlp_repo, mlp_revision, local_files_only).file(mlp_file)
         self.clip = load_clip(clip_src, device=str(self.device), dtype=dtype)
         dim = self.clip.config.projection_dim
         self.mlp = AestheticMLP(dim)

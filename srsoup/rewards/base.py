@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from srsoup.errors import BudgetExceeded, SrsoupError
+from srsoup.timing import Stopwatch
 
 RewardFn = Callable[[torch.Tensor, Sequence[str]], torch.Tensor]
 
@@ -31,17 +32,25 @@ class QueryBudget:
 
 
 class CountingReward:
-    """Wraps a reward: counts every scored image as one query, charges a budget, scores in chunks.
+    """Wraps a reward: counts every scored image as one query, charges a budget, scores in chunks, times it.
 
     Chunking here keeps the peak memory of a heavy reward model independent of how many images a step scores.
     """
 
-    def __init__(self, name: str, fn: RewardFn, chunk_size: int = 64, budget: QueryBudget | None = None):
+    def __init__(
+        self,
+        name: str,
+        fn: RewardFn,
+        chunk_size: int = 64,
+        budget: QueryBudget | None = None,
+        device: torch.device | str | None = None,
+    ):
         self.name = name
         self.fn = fn
         self.chunk_size = chunk_size
         self.budget = budget
         self.queries = 0
+        self.timer = Stopwatch(device)
 
     def __call__(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         n = len(images)
@@ -50,14 +59,15 @@ class CountingReward:
         if self.budget is not None:
             self.budget.charge(n, self.name)
         self.queries += n
-        scores = [
-            torch.as_tensor(self.fn(images[i : i + self.chunk_size], prompts[i : i + self.chunk_size]))
-            .detach()
-            .float()
-            .cpu()
-            .reshape(-1)
-            for i in range(0, n, self.chunk_size)
-        ]
+        with self.timer():
+            scores = [
+                torch.as_tensor(self.fn(images[i : i + self.chunk_size], prompts[i : i + self.chunk_size]))
+                .detach()
+                .float()
+                .cpu()
+                .reshape(-1)
+                for i in range(0, n, self.chunk_size)
+            ]
         out = torch.cat(scores)
         if out.numel() != n:
             raise RuntimeError(f"reward '{self.name}' returned {out.numel()} scores for {n} images")

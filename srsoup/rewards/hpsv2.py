@@ -33,16 +33,10 @@ from pathlib import Path
 
 import torch
 
+from srsoup.devices import resolve_device
 from srsoup.errors import SrsoupError
-from srsoup.rewards.clipscore import (
-    CLIP_L14,
-    CLIP_L14_REVISION,
-    ClipScorer,
-    Source,
-    load_clip,
-    load_tokenizer,
-    resolve_device,
-)
+from srsoup.hub import Source
+from srsoup.rewards.clip import CLIP_L14, CLIP_L14_REVISION, ClipScorer, load_clip, load_tokenizer
 
 DEFAULT_CHECKPOINT = "HPS_v2.1_compressed.pt"
 # open_clip's src/open_clip/model_configs/ViT-H-14.json
@@ -202,10 +196,10 @@ class HPSv2:
         dtype: torch.dtype = torch.float32,
     ):
         dev = resolve_device(device)
-        tok_src = Source.resolve("hpsv2", tokenizer, tokenizer_revision, local_files_only)
+        tok_src = Source.reward("hpsv2", tokenizer, tokenizer_revision, local_files_only)
         arch = VIT_H_14
         if pretrained is not None:
-            folder = Source.resolve("hpsv2", pretrained)
+            folder = Source.reward("hpsv2", pretrained)
             root = Path(folder.ref)
             if (root / "config.json").is_file():  # already a transformers CLIP folder
                 model = load_clip(folder, device=str(dev), dtype=dtype)
@@ -218,7 +212,7 @@ class HPSv2:
                 arch = cfg.get("model_cfg", cfg)
             tok_src = folder.sub("tokenizer") or tok_src
         else:
-            path = Source.resolve("hpsv2", repo, revision, local_files_only).file(checkpoint)
+            path = Source.reward("hpsv2", repo, revision, local_files_only).file(checkpoint)
         tok = load_tokenizer(tok_src)
         model = load_hps_checkpoint(path, arch, tok, device=str(dev), dtype=dtype)
         self.scorer = ClipScorer(model, tok, device=dev, dtype=dtype, mode="pad")

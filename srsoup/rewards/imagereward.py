@@ -32,9 +32,11 @@ from pathlib import Path
 
 import torch
 
+from srsoup.devices import resolve_device
 from srsoup.errors import SrsoupError
+from srsoup.hub import Source
 from srsoup.rewards.aesthetic import MLP_KEYS, AestheticMLP
-from srsoup.rewards.clipscore import ClipImagePreprocess, Source, load_tokenizer, resolve_device
+from srsoup.rewards.clip import ClipImagePreprocess, load_tokenizer
 
 DEFAULT_REPO = "THUDM/ImageReward"
 DEFAULT_CHECKPOINT = "ImageReward.pt"
@@ -253,7 +255,7 @@ class ImageRewardScore:
     ):
         self.device = resolve_device(device)
         self.dtype = dtype
-        src = Source.resolve("imagereward", pretrained, revision, local_files_only)
+        src = Source.reward("imagereward", pretrained, revision, local_files_only)
         tok_src = None
         vision_overrides = None
         if src.local:
@@ -267,7 +269,7 @@ class ImageRewardScore:
                 vision_overrides = _read_json(str(root / VISION_CONFIG))
             tok_src = src.sub("tokenizer")
         ckpt_path, med_path = src.files(checkpoint, MED_CONFIG)
-        tok_src = tok_src or Source.resolve("imagereward", tokenizer, tokenizer_revision, local_files_only)
+        tok_src = tok_src or Source.reward("imagereward", tokenizer, tokenizer_revision, local_files_only)
         med = _read_json(med_path)
         self.tokenizer = blip_tokenizer(tok_src, int(med.get("vocab_size", BERT_DEFAULTS["vocab_size"])))
         self.vision, self.text, self.mlp = load_image_reward(

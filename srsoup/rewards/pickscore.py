@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import torch
 
-from srsoup.rewards.clipscore import ClipScorer, Source, load_clip, load_tokenizer, resolve_device
+from srsoup.devices import resolve_device
+from srsoup.hub import Source
+from srsoup.rewards.clip import ClipScorer, load_clip, load_tokenizer
 
 
 class PickScore:
@@ -28,11 +30,11 @@ class PickScore:
         dtype: torch.dtype = torch.float32,
     ):
         dev = resolve_device(device)
-        src = Source.resolve("pickscore", pretrained, revision, local_files_only)
+        src = Source.reward("pickscore", pretrained, revision, local_files_only)
         tok_src = (
             src
             if src.has_tokenizer()
-            else Source.resolve("pickscore", processor, processor_revision, local_files_only)
+            else Source.reward("pickscore", processor, processor_revision, local_files_only)
         )
         model = load_clip(src, device=str(dev), dtype=dtype)
         self.scorer = ClipScorer(model, load_tokenizer(tok_src), device=dev, dtype=dtype)

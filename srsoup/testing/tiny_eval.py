@@ -25,7 +25,7 @@ def evaluate(model: str, combos, seeds, steps: int, cfg_scale: float):
     import torch
 
     from srsoup.backbones.ddim import DDIMBackbone
-    from srsoup.guidance import NoGuidance
+    from srsoup.guidance.none import NoGuidance
     from srsoup.rewards.adherence import adherence_hits
     from srsoup.sampling import sample_group
     from srsoup.tiny.grammar import Scene

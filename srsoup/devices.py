@@ -1,0 +1,45 @@
+"""The run's device and dtype from their config names; an unavailable one is an error, never a silent fallback."""
+
+from __future__ import annotations
+
+import torch
+
+from srsoup.errors import SrsoupError
+
+DEVICES = "auto, cpu, cuda, cuda:N, mps"
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """``auto`` → cuda if available else cpu; an explicit device that is not available is an error."""
+    name = str(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SrsoupError(f"device={name!r} is not a device; valid: {DEVICES}") from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise SrsoupError(f"device={name!r} is not supported; valid: {DEVICES}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SrsoupError(f"device={name!r} but CUDA is not available on this machine; use device=cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise SrsoupError(f"device={name!r} but only {torch.cuda.device_count()} CUDA devices are visible")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise SrsoupError(f"device={name!r} but MPS is not available on this machine; use device=cpu or auto")
+    return device
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The torch dtype of ``fp32 | fp16 | bf16``; fp16 needs a GPU, bf16 a GPU that has it (or the CPU)."""
+    if name not in DTYPES:
+        raise SrsoupError(f"dtype={name!r} is not supported; valid: {', '.join(DTYPES)}")
+    if name == "fp16" and device.type == "cpu":
+        raise SrsoupError(
+            "dtype='fp16' needs a GPU (many fp16 kernels are missing on CPU); valid on CPU: fp32, bf16"
+        )
+    if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise SrsoupError(
+            f"dtype='bf16' is not supported by {torch.cuda.get_device_name(device)}; valid: fp32, fp16"
+        )
+    return DTYPES[name]

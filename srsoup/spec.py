@@ -1,0 +1,292 @@
+"""The composed config → a plain, validated run spec: classes, options, weights, prompts, counts, budget.
+
+Everything a user can get wrong is checked here, before any model is loaded or any output written, and reported
+as an ``SrsoupError`` naming the bad value and the valid choices. The backbone and the guidance method are chosen
+by their yaml's ``_target_``; each class says which keys it takes, so nothing here knows a model family or a
+method by name.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from srsoup.backbones.base import Backbone
+from srsoup.devices import resolve_device, resolve_dtype
+from srsoup.errors import SrsoupError
+from srsoup.guidance.base import Guidance, Plan
+from srsoup.hub import Source
+from srsoup.prompts import load_prompts
+
+log = logging.getLogger("srsoup")
+
+#: Keys that moved: old name → new name (the old one is refused with a line naming the new).
+MOVED_KEYS = {"guidance.chunk_size": "chunk_size"}
+
+# The reference code's 13 weights for three rewards (scripts/inference_srsoup_3obj.py).
+PAPER_GRID_3 = [
+    [1, 0, 0],
+    [0, 1, 0],
+    [0, 0, 1],
+    [1 / 3, 1 / 3, 1 / 3],
+    [0.1, 0.1, 0.8],
+    [0.1, 0.8, 0.1],
+    [0.8, 0.1, 0.1],
+    [0.2, 0.2, 0.6],
+    [0.2, 0.6, 0.2],
+    [0.6, 0.2, 0.2],
+    [0.4, 0.4, 0.2],
+    [0.4, 0.2, 0.4],
+    [0.2, 0.4, 0.4],
+]
+
+
+@dataclass
+class RunSpec:
+    """The validated, plain-data plan of a run (no DictConfig past this point)."""
+
+    model: dict[str, Any]
+    backbone_cls: type[Backbone]
+    rewards: dict[str, dict]
+    eval_rewards: dict[str, dict]
+    method_cls: type[Guidance]
+    guidance: dict[str, Any]  # the options the method takes
+    grid: list[list[float]]  # the user's weight grid
+    weights: list[list[float]]  # the method's output rows (NaN where a row has no weight)
+    prompts: list[str]
+    seeds: list[int]
+    steps: int
+    cfg_scale: float
+    eta: float
+    chunk_size: int
+    device: torch.device
+    dtype: torch.dtype
+    budget: int | None
+    plan: Plan
+    fitted_from: int | None = None
+    progress: bool = True
+    config: dict = field(default_factory=dict)
+
+    @property
+    def method(self) -> str:
+        return self.method_cls.name
+
+    @property
+    def reward_names(self) -> list[str]:
+        return list(self.rewards)
+
+    def build_method(self) -> Guidance:
+        return build_method(self.method_cls, self.guidance, self.grid, self.reward_names)
+
+    def fingerprint(self) -> dict:
+        """What must not change when a run dir is resumed (seeds may be added)."""
+        return dict(
+            model=self.model,
+            rewards=self.reward_names,
+            eval_rewards=list(self.eval_rewards),
+            method=self.method,
+            guidance=self.guidance,
+            weights=jsonable_weights(self.weights),
+            prompts=self.prompts,
+            steps=self.steps,
+            cfg_scale=self.cfg_scale,
+            eta=self.eta,
+            dtype=str(self.dtype),
+        )
+
+
+def jsonable_weights(weights: list[list[float]]) -> list[list[float | None]]:
+    return [[None if math.isnan(x) else x for x in row] for row in weights]
+
+
+def _choices(valid) -> str:
+    return ", ".join(str(v) for v in valid)
+
+
+def weight_grid(grid: list[list[float]] | None, divisions: int | None, names: list[str]) -> list[list[float]]:
+    """The preference grid, validated on the simplex, with the one-hot anchors appended when missing."""
+    m = len(names)
+    if grid is None:
+        if divisions is None and m == 3:
+            grid = [list(map(float, w)) for w in PAPER_GRID_3]
+        else:
+            d = divisions if divisions is not None else (5 if m == 2 else 4)
+            if d < 1:
+                raise SrsoupError(f"weights.divisions={d} must be >= 1")
+            grid = [[i / d for i in c] for c in itertools.product(range(d + 1), repeat=m) if sum(c) == d]
+    grid = [[float(x) for x in row] for row in grid]
+    for i, row in enumerate(grid):
+        if len(row) != m:
+            raise SrsoupError(
+                f"weights.grid[{i}]={row} has {len(row)} entries but the reward set has {m}: {_choices(names)}"
+            )
+        if not all(math.isfinite(x) for x in row) or min(row) < 0 or abs(sum(row) - 1) > 1e-6:
+            raise SrsoupError(f"weights.grid[{i}]={row} is off the simplex (entries >= 0 summing to 1)")
+    for j in range(m):
+        onehot = [1.0 if i == j else 0.0 for i in range(m)]
+        if onehot not in grid:
+            grid.append(onehot)
+    return grid
+
+
+def target_class(node: dict, base: type, key: str):
+    """The class a config node's ``_target_`` names, which must subclass ``base``."""
+    from hydra.utils import get_class
+
+    target = node.get("_target_")
+    if not target:
+        raise SrsoupError(f"{key} has no _target_: the yaml must name its class (e.g. _target_: srsoup.…)")
+    try:
+        cls = get_class(target)
+    except Exception as err:  # noqa: BLE001 - a bad _target_ is a config error, said in one line
+        raise SrsoupError(f"{key}._target_={target!r} cannot be imported ({err})".splitlines()[0]) from None
+    if not issubclass(cls, base):
+        raise SrsoupError(f"{key}._target_={target!r} is not a {base.__module__}.{base.__name__}")
+    return cls
+
+
+def build_method(cls: type[Guidance], options: dict, grid: list[list[float]], names: list[str]) -> Guidance:
+    """The method with these options, bound to the grid; its own checks become one-line SrsoupErrors."""
+    try:
+        method = cls(**options)
+        method.setup(torch.tensor(grid, dtype=torch.float64), names)
+    except (ValueError, TypeError) as err:
+        raise SrsoupError(str(err).splitlines()[0]) from None
+    return method
+
+
+def method_options(node: dict) -> tuple[type[Guidance], dict]:
+    """The method's class and the options it takes; keys it does not take are logged and left out."""
+    for old, new in MOVED_KEYS.items():
+        group, _, key = old.partition(".")
+        if group == "guidance" and key in node:
+            raise SrsoupError(f"{old} is now the run key {new}: set {new}={node[key]} instead")
+    cls = target_class(node, Guidance, "guidance")
+    valid = cls.option_names()
+    ignored = sorted(k for k in node if k not in valid and k != "_target_")
+    if ignored:
+        log.info("guidance=%s does not take %s: ignored", cls.name, ", ".join(f"guidance.{k}" for k in ignored))
+    return cls, {k: v for k, v in node.items() if k in valid}
+
+
+def fit_budget(
+    cls: type[Guidance], options: dict, grid, names, steps: int, budget: int | None, fit: bool
+) -> tuple[Guidance, Plan, int | None]:
+    """The method and its plan within ``budget`` reward queries per group, lowering ``cls.budget_key`` if asked."""
+    method = build_method(cls, options, grid, names)
+    plan = method.plan(steps)
+    if budget is None or plan.reward_queries <= budget:
+        return method, plan, None
+    key, label = cls.budget_key, cls.budget_label
+    what = f"({method.name}, {label}={options.get(key)}, T={steps}, L={len(method.weights)})"
+    if not fit or key is None:
+        raise SrsoupError(
+            f"budget.max_reward_queries={budget} is too small: this plan needs {plan.reward_queries} reward "
+            f"queries per prompt x seed group {what}; raise it or set budget.fit_candidates=true"
+        )
+    per_unit = build_method(cls, {**options, key: 1}, grid, names).plan(steps).reward_queries
+    for value in range(min(options[key], budget // max(per_unit, 1)), cls.budget_min - 1, -1):
+        try:
+            smaller = build_method(cls, {**options, key: value}, grid, names)
+        except SrsoupError:
+            continue  # e.g. an odd K with antithetic pairs
+        if smaller.plan(steps).reward_queries <= budget:
+            options[key] = value
+            return smaller, smaller.plan(steps), getattr(method, key)
+    need = build_method(cls, {**options, key: cls.budget_min}, grid, names).plan(steps).reward_queries
+    raise SrsoupError(
+        f"budget.max_reward_queries={budget} is too small even for {label}={cls.budget_min}: {need} reward "
+        f"queries per prompt x seed group are needed ({method.name}, T={steps}, L={len(method.weights)})"
+    )
+
+
+def _resolved(cfg: DictConfig) -> dict:
+    try:
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    except OmegaConfBaseException as err:
+        raise SrsoupError(f"the config does not resolve: {err}".splitlines()[0]) from None
+
+
+def _seeds(values) -> list[int]:
+    seeds = [int(s) for s in (values or [])]
+    if not seeds:
+        raise SrsoupError("seeds=[] : give at least one seed, e.g. seeds=[0,1]")
+    if len(set(seeds)) != len(seeds):
+        raise SrsoupError(f"seeds={seeds} has duplicates")
+    return seeds
+
+
+def _model(model: dict) -> type[Backbone]:
+    cls = target_class(model, Backbone, "model")
+    cls.check_options(model)
+    if model.get("pretrained"):
+        Source.resolve(model["pretrained"], model.get("revision"))  # a missing local path fails here, at once
+    return cls
+
+
+def build_spec(cfg: DictConfig) -> RunSpec:
+    """Check every user choice and work out the plan; raises SrsoupError on the first bad value."""
+    c = _resolved(cfg)
+    model, sampler = c["model"], c["sampler"]
+    backbone_cls = _model(model)
+    rewards = c.get("rewards") or {}
+    if not rewards:
+        raise SrsoupError("the reward set is empty; choose one, e.g. rewards=colorful_compress")
+    names = list(rewards)
+    eval_rewards = {k: v for k, v in (c.get("eval_rewards") or {}).items() if k not in rewards}
+    prompts = load_prompts(c["prompts"].get("texts"), c["prompts"].get("path"))
+    seeds = _seeds(c.get("seeds"))
+    steps = sampler["steps"] or model["default_steps"]
+    if steps < 1:
+        raise SrsoupError(f"sampler.steps={steps} must be >= 1")
+    cfg_scale = float(model["default_cfg_scale"] if sampler["cfg_scale"] is None else sampler["cfg_scale"])
+    chunk_size = int(c.get("chunk_size") or 64)
+    if chunk_size < 1:
+        raise SrsoupError(f"chunk_size={chunk_size} must be >= 1")
+    device = resolve_device(str(c.get("device", "auto")))
+    dtype = resolve_dtype(str(c.get("dtype", "fp32")), device)
+
+    grid = weight_grid(c["weights"].get("grid"), c["weights"].get("divisions"), names)
+    method_cls, options = method_options(dict(c["guidance"]))
+    eta = float(sampler["eta"])
+    why = backbone_cls.deterministic_reason(model, eta)
+    if method_cls.needs_noise and why:
+        raise SrsoupError(f"guidance={method_cls.name} needs a stochastic step, but {why} makes it deterministic")
+    budget = c["budget"]["max_reward_queries"]
+    if c["budget"]["fit_candidates"] and budget is None:
+        raise SrsoupError("budget.fit_candidates=true needs a budget: set budget.max_reward_queries=N")
+    if budget is not None and budget < 0:
+        raise SrsoupError(f"budget.max_reward_queries={budget} must be >= 0 (or null for unlimited)")
+    method, plan, fitted_from = fit_budget(
+        method_cls, options, grid, names, steps, budget, c["budget"]["fit_candidates"]
+    )
+    return RunSpec(
+        model=model,
+        backbone_cls=backbone_cls,
+        rewards=rewards,
+        eval_rewards=eval_rewards,
+        method_cls=method_cls,
+        guidance=options,
+        grid=grid,
+        weights=method.weights.tolist(),
+        prompts=prompts,
+        seeds=seeds,
+        steps=steps,
+        cfg_scale=cfg_scale,
+        eta=eta,
+        chunk_size=chunk_size,
+        device=device,
+        dtype=dtype,
+        budget=budget,
+        plan=plan,
+        fitted_from=fitted_from,
+        progress=bool(c.get("progress", True)),
+        config={k: v for k, v in c.items() if k != "hydra"},
+    )
