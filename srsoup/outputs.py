@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -190,3 +191,53 @@ class RunDir:
 
     def write_summary(self, summary: dict) -> None:
         atomic_write_text(self.summary_json, json.dumps(summary, indent=2, sort_keys=False) + "\n")
+
+
+class Ledger:
+    """summary.json of a run: the run's description, what the committed rows hold, time spent, and status.
+
+    ``static`` describes the run (method, settings, plan, fingerprint, config) and ``groups_total`` how many
+    prompt x seed groups it has; the counts are read back from rewards.csv, the commit record, on every write.
+    """
+
+    def __init__(self, out: RunDir, static: dict, plan_by_reward: dict[str, int], start: float, resumed: bool):
+        self.out, self.static, self.plan_by_reward, self.start = out, static, plan_by_reward, start
+        previous = out.read_summary() if resumed else {}
+        self.groups: dict[str, dict] = dict(previous.get("groups", {}))
+        self.wall_before = float(previous.get("wall_seconds", 0.0))
+        self.load_seconds = 0.0
+
+    def write(self, status: str, error: str | None = None) -> dict:
+        rows = self.out.rows()
+        done = {group_key(int(r["prompt_idx"]), int(r["seed"])) for r in rows}
+        by_reward = {n: 0 for n in self.plan_by_reward}
+        for key in done:
+            entry = self.groups.get(key) or {"reward_queries_by_reward": self.plan_by_reward}
+            for n, q in entry["reward_queries_by_reward"].items():
+                by_reward[n] += q
+        counts = {
+            "groups_complete": len(done),
+            "images": len(rows),
+            "reward_queries": sum(int(r["reward_queries"]) for r in rows),
+            "reward_queries_by_reward": by_reward,
+            "denoiser_evals": sum(int(r["denoiser_evals"]) for r in rows),
+            "wall_seconds": round(self.wall_before + time.time() - self.start, 3),
+            "timing": self.timing(),
+        }
+        summary = {"status": status, **self.static, **counts, "groups": self.groups}
+        if error:
+            summary["error"] = error
+        self.out.write_summary(summary)
+        return summary
+
+    def timing(self) -> dict:
+        """Seconds in model calls of the groups committed so far (all invocations) and in loading (this one)."""
+        totals: dict[str, float] = {}
+        for entry in self.groups.values():
+            for k, v in entry.get("model_seconds", {}).items():
+                totals[k] = totals.get(k, 0.0) + v
+        return {
+            **{f"{k}_seconds": round(v, 3) for k, v in totals.items()},
+            "model_seconds": round(sum(totals.values()), 3),
+            "load_seconds": round(self.load_seconds, 3),
+        }

@@ -20,10 +20,10 @@ from tqdm.auto import tqdm
 
 from srsoup.errors import SrsoupError
 from srsoup.guidance.base import Guidance
-from srsoup.outputs import RunDir, group_key, image_name, png_bytes, reward_columns, trace_columns
+from srsoup.outputs import Ledger, RunDir, group_key, image_name, png_bytes, reward_columns, trace_columns
 from srsoup.rewards.base import CountingReward, QueryBudget, build_rewards
 from srsoup.sampling import sample_group
-from srsoup.spec import RunSpec, build_spec, jsonable_weights
+from srsoup.spec import RunSpec, build_spec, describe
 
 log = logging.getLogger("srsoup")
 
@@ -97,10 +97,12 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Path:
     models = load_models(spec)  # before anything is written: a missing model leaves no half-made run dir
     out.path.mkdir(parents=True, exist_ok=True)
     done = out.repair()
-    ledger = Ledger(spec, out, models, start, resumed=bool(done))
-    todo = [key for key in ledger.all_groups if key not in done]
+    ledger = Ledger(out, describe(spec, _versions()), spec.plan.reward_queries_by_reward, start, bool(done))
+    ledger.load_seconds = models.load_seconds
+    all_groups = [(p, s) for p in range(len(spec.prompts)) for s in spec.seeds]
+    todo = [key for key in all_groups if key not in done]
     if done:
-        log.info("resuming %s: %d of %d groups already complete", out.path, len(done), len(ledger.all_groups))
+        log.info("resuming %s: %d of %d groups already complete", out.path, len(done), len(all_groups))
     ledger.write("partial")
     method = spec.build_method()
     try:
@@ -156,80 +158,6 @@ def run_group(spec: RunSpec, models: Models, method: Guidance, out: RunDir, prom
         "wall_seconds": round(time.time() - start, 3),
         "model_seconds": {k: round(after[k] - seconds[k], 4) for k in after},
     }
-
-
-class Ledger:
-    """summary.json of a run: what the plan says, what the committed rows hold, time spent, and status."""
-
-    def __init__(self, spec: RunSpec, out: RunDir, models: Models, start: float, resumed: bool):
-        self.spec, self.out, self.models, self.start = spec, out, models, start
-        previous = out.read_summary() if resumed else {}
-        self.groups: dict[str, dict] = dict(previous.get("groups", {}))
-        self.wall_before = float(previous.get("wall_seconds", 0.0))
-        self.all_groups = [(p, s) for p in range(len(spec.prompts)) for s in spec.seeds]
-
-    def write(self, status: str, error: str | None = None) -> dict:
-        spec, plan, rows = self.spec, self.spec.plan, self.out.rows()
-        done = {group_key(int(r["prompt_idx"]), int(r["seed"])) for r in rows}
-        by_reward = {n: 0 for n in spec.reward_names}
-        for key in done:
-            entry = self.groups.get(key) or {"reward_queries_by_reward": plan.reward_queries_by_reward}
-            for n, q in entry["reward_queries_by_reward"].items():
-                by_reward[n] += q
-        summary = {
-            "status": status,
-            "method": spec.method,
-            **spec.build_method().summary_fields(),
-            "steps": spec.steps,
-            "cfg_scale": spec.cfg_scale,
-            "model": spec.model.get("name"),
-            "rewards": spec.reward_names,
-            "eval_rewards": list(spec.eval_rewards),
-            "weights": jsonable_weights(spec.weights),
-            "prompts": len(spec.prompts),
-            "seeds": spec.seeds,
-            "groups_total": len(self.all_groups),
-            "groups_complete": len(done),
-            "images": len(rows),
-            "reward_queries": sum(int(r["reward_queries"]) for r in rows),
-            "reward_queries_by_reward": by_reward,
-            "denoiser_evals": sum(int(r["denoiser_evals"]) for r in rows),
-            "wall_seconds": round(self.wall_before + time.time() - self.start, 3),
-            "timing": self.timing(),
-            "plan": {
-                "per_group": {
-                    "reward_queries": plan.reward_queries,
-                    "reward_queries_by_reward": plan.reward_queries_by_reward,
-                    "denoiser_evals": plan.denoiser_evals,
-                    "decodes": plan.decodes,
-                    "exact": plan.exact,
-                },
-                "phases": plan.phases,
-                "budget": {"max_reward_queries": spec.budget, "fitted_from": spec.fitted_from},
-            },
-            "device": str(spec.device),
-            "dtype": str(spec.dtype).replace("torch.", ""),
-            "versions": _versions(),
-            "fingerprint": spec.fingerprint(),
-            "config": spec.config,
-            "groups": self.groups,
-        }
-        if error:
-            summary["error"] = error
-        self.out.write_summary(summary)
-        return summary
-
-    def timing(self) -> dict:
-        """Seconds in model calls of the groups committed so far (all invocations) and in loading (this one)."""
-        totals: dict[str, float] = {}
-        for entry in self.groups.values():
-            for k, v in entry.get("model_seconds", {}).items():
-                totals[k] = totals.get(k, 0.0) + v
-        return {
-            **{f"{k}_seconds": round(v, 3) for k, v in totals.items()},
-            "model_seconds": round(sum(totals.values()), 3),
-            "load_seconds": round(self.models.load_seconds, 3),
-        }
 
 
 def _versions() -> dict[str, str]:

@@ -102,6 +102,40 @@ class RunSpec:
         )
 
 
+def describe(spec: RunSpec, versions: dict[str, str]) -> dict:
+    """What summary.json says of the run besides its counts: method, settings, plan, fingerprint, config."""
+    plan = spec.plan
+    return {
+        "method": spec.method,
+        **spec.build_method().summary_fields(),
+        "steps": spec.steps,
+        "cfg_scale": spec.cfg_scale,
+        "model": spec.model.get("name"),
+        "rewards": spec.reward_names,
+        "eval_rewards": list(spec.eval_rewards),
+        "weights": jsonable_weights(spec.weights),
+        "prompts": len(spec.prompts),
+        "seeds": spec.seeds,
+        "groups_total": len(spec.prompts) * len(spec.seeds),
+        "plan": {
+            "per_group": {
+                "reward_queries": plan.reward_queries,
+                "reward_queries_by_reward": plan.reward_queries_by_reward,
+                "denoiser_evals": plan.denoiser_evals,
+                "decodes": plan.decodes,
+                "exact": plan.exact,
+            },
+            "phases": plan.phases,
+            "budget": {"max_reward_queries": spec.budget, "fitted_from": spec.fitted_from},
+        },
+        "device": str(spec.device),
+        "dtype": str(spec.dtype).replace("torch.", ""),
+        "versions": versions,
+        "fingerprint": spec.fingerprint(),
+        "config": spec.config,
+    }
+
+
 def jsonable_weights(weights: list[list[float]]) -> list[list[float | None]]:
     return [[None if math.isnan(x) else x for x in row] for row in weights]
 

@@ -13,8 +13,8 @@ from srsoup.guidance.steps import normalize_rewards, step_noise
 from srsoup.rewards.base import CountingReward
 from srsoup.rewards.colorfulness import Colorfulness
 from srsoup.rewards.jpeg import JpegCompressibility
-from srsoup.spec import weight_grid
 from srsoup.sampling import sample_group
+from srsoup.spec import weight_grid
 
 
 def brightness(images, prompts):

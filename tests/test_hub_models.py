@@ -16,8 +16,8 @@ from srsoup import runner
 from srsoup.errors import SrsoupError
 from srsoup.guidance import METHODS
 from srsoup.rewards.base import CountingReward
-from srsoup.spec import weight_grid
 from srsoup.sampling import sample_group
+from srsoup.spec import weight_grid
 from tests.conftest import compose
 
 ROOT = Path(__file__).resolve().parents[1]
