@@ -94,6 +94,11 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Path:
             spec.guidance[key],
             spec.budget,
         )
+    if spec.random_weights():
+        log.warning(
+            "RANDOM WEIGHTS (init=random) for %s: images are noise; counts, compute, memory and timing are real",
+            ", ".join(spec.random_weights()),
+        )
     models = load_models(spec)  # before anything is written: a missing model leaves no half-made run dir
     out.path.mkdir(parents=True, exist_ok=True)
     done = out.repair()

@@ -82,6 +82,11 @@ class RunSpec:
     def reward_names(self) -> list[str]:
         return list(self.rewards)
 
+    def random_weights(self) -> list[str]:
+        """The parts built with random weights (``init: random``): ``model`` and reward names."""
+        parts = {"model": self.model, **self.rewards, **self.eval_rewards}
+        return [name for name, options in parts.items() if options.get("init") == "random"]
+
     def build_method(self) -> Guidance:
         return build_method(self.method_cls, self.guidance, self.grid, self.reward_names)
 
@@ -128,6 +133,7 @@ def describe(spec: RunSpec, versions: dict[str, str]) -> dict:
             "phases": plan.phases,
             "budget": {"max_reward_queries": spec.budget, "fitted_from": spec.fitted_from},
         },
+        "random_weights": spec.random_weights(),
         "device": str(spec.device),
         "dtype": str(spec.dtype).replace("torch.", ""),
         "versions": versions,

@@ -104,16 +104,16 @@ def test_sdxl_conditioning_and_separate_vae(tiny):
     assert cond.hidden[1].any()
     assert backbone.vae.config.force_upcast is False  # the fp16-fix VAE replaced the pipeline's own
 
-    from srsoup.backbones.loading import vae_in_dtype
+    from srsoup.backbones.loading import PipelineFolder
     from srsoup.backbones.sdxl import SDXLBackbone
     from srsoup.hub import Source
 
     small = SDXLBackbone.from_pretrained(str(tiny / "sdxl"), resolution=16, **CPU)
     assert small.latent_shape == (4, 4, 4) and small.vae.config.force_upcast is True
     # fp16 runs keep a VAE that overflows in fp16 (force_upcast) in fp32, and the fp16-fix VAE in fp16.
-    assert vae_in_dtype(Source.resolve(str(tiny / "sdxl")), "vae", torch.float16).dtype == torch.float32
-    fix = Source.resolve(str(tiny / "sdxl-vae-fp16-fix"))
-    assert vae_in_dtype(fix, None, torch.float16).dtype == torch.float16
+    assert PipelineFolder(Source.resolve(str(tiny / "sdxl")), torch.float16).vae().dtype == torch.float32
+    fix = PipelineFolder(Source.resolve(str(tiny / "sdxl-vae-fp16-fix")), torch.float16)
+    assert fix.vae(None).dtype == torch.float16
 
 
 def test_flow_conditioning_with_and_without_t5(tiny, tmp_path):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from srsoup.backbones.base import Backbone, StepDistribution, tokenize
-from srsoup.backbones.loading import PipelineFolder
+from srsoup.backbones.loading import open_components
 from srsoup.errors import SrsoupError
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ class DDIMBackbone(Backbone):
         *,
         revision: str | None = None,
         local_files_only: bool | None = None,
+        init: str = "pretrained",
         scheduler: dict | None = None,
         device: torch.device,
         dtype: torch.dtype,
@@ -61,7 +62,9 @@ class DDIMBackbone(Backbone):
         """
         from diffusers import DDIMScheduler
 
-        folder = PipelineFolder.open(pretrained or str(_embedded_dir()), revision, local_files_only, dtype)
+        folder = open_components(
+            pretrained or str(_embedded_dir()), revision, local_files_only, dtype, init, device
+        )
         return cls(
             unet=folder.component("unet"),
             text_encoder=folder.component("text_encoder"),

@@ -1,16 +1,25 @@
-"""Opening a diffusers pipeline folder or hub repo: its ``model_index.json`` and components, each loaded once here.
+"""Opening a model's components: a diffusers pipeline folder or hub repo, or its architecture with random weights.
 
-Every backbone loads through ``PipelineFolder``: components by the class ``model_index.json`` names (or one given),
-tokenizers through ``AutoTokenizer`` (slow and fast class names differ across transformers versions; the files
-tell), the scheduler from the release's config restricted to the class the backbone steps with, and the VAE in the
-run's dtype unless its config says it overflows in fp16 (``force_upcast``), where it stays fp32.
+Every backbone loads through ``open_components``:
+
+- ``init: pretrained`` (``PipelineFolder``): components by the class ``model_index.json`` names (or one given),
+  tokenizers through ``AutoTokenizer`` (slow and fast class names differ across transformers versions; the
+  files tell), the scheduler from the release's config restricted to the class the backbone steps with, and the
+  VAE in the run's dtype unless its config says it overflows in fp16 (``force_upcast``), where it stays fp32.
+- ``init: random`` (``RandomFolder``): the same components at the release's published architecture, built from
+  configs shipped in ``srsoup/backbones/configs/<org>--<name>/`` (each folder's ``source.json`` cites where its
+  configs come from and at which revision) or from a local folder's own configs, with random weights and no
+  download. Tokenizers whose files cannot be had offline are stand-ins that yield the real sequence lengths
+  (``srsoup.standins``). Images are noise; the compute, memory and code path are the real ones.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import logging
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import torch
@@ -20,29 +29,21 @@ from srsoup.hub import Source
 
 log = logging.getLogger(__name__)
 
+INITS = ("pretrained", "random")
+CONFIGS = Path(__file__).resolve().parent / "configs"
 
-class PipelineFolder:
-    """A diffusers-layout folder (local or hub) and the components its ``model_index.json`` lists."""
 
-    def __init__(self, src: Source, dtype: torch.dtype):
-        self.src = src
-        self.dtype = dtype
-        self.index = src.json("model_index.json")
+def shipped_architectures() -> list[str]:
+    """Hub ids whose architecture ``init: random`` can build offline."""
+    return sorted(p.name.replace("--", "/") for p in CONFIGS.iterdir() if (p / "source.json").is_file())
 
-    @classmethod
-    def open(
-        cls,
-        pretrained: str,
-        revision: str | None,
-        local_files_only: bool | None,
-        dtype: torch.dtype,
-        key: str = "model.pretrained",
-    ) -> PipelineFolder:
-        return cls(Source.resolve(pretrained, revision, local_files_only, key=key), dtype)
 
-    @property
-    def name(self) -> str:
-        return self.src.ref
+class Components(ABC):
+    """A model's parts by component name (``unet``, ``text_encoder_2``, ``vae``...), as its index lists them."""
+
+    index: dict
+    dtype: torch.dtype
+    name: str
 
     def has(self, name: str) -> bool:
         entry = self.index.get(name)
@@ -55,17 +56,79 @@ class PipelineFolder:
                 f"model {self.name!r} has no {', '.join(missing)} (model_index.json); it is not {family} model"
             )
 
+    def component_class(self, name: str):
+        """The class ``model_index.json`` names for ``name`` (diffusers or transformers only)."""
+        library, cls_name = self.index[name]
+        if library not in ("diffusers", "transformers"):
+            raise SrsoupError(
+                f"{name} is a {library}.{cls_name}; only diffusers and transformers components load here"
+            )
+        return getattr(importlib.import_module(library), cls_name)
+
+    def scheduler(self, cls, overrides: dict | None = None):
+        """The release's scheduler config as ``cls`` (keys ``cls`` does not take are dropped), with overrides."""
+        config = self.json("scheduler_config.json", "scheduler")
+        accepted = inspect.signature(cls.__init__).parameters
+        config = {k: v for k, v in config.items() if k in accepted}
+        return cls.from_config({**config, **(overrides or {})})
+
+    @abstractmethod
+    def json(self, filename: str, subfolder: str | None = None) -> dict:
+        """A JSON file of the model (``model_index.json``, a component's config)."""
+
+    @abstractmethod
     def component(self, name: str, cls=None, dtype: torch.dtype | None = None):
         """The component ``name`` with the class the index names (or ``cls``), in ``dtype`` (default the run's)."""
-        if cls is None:
-            library, cls_name = self.index[name]
-            if library not in ("diffusers", "transformers"):
-                raise SrsoupError(
-                    f"{name} is a {library}.{cls_name}; only diffusers and transformers components load here"
-                )
-            if "Tokenizer" in cls_name:
-                return self.tokenizer(name)
-            cls = getattr(importlib.import_module(library), cls_name)
+
+    @abstractmethod
+    def tokenizer(self, name: str = "tokenizer"):
+        """The tokenizer in the subfolder ``name``."""
+
+    @abstractmethod
+    def vae(self, subfolder: str | None = "vae", cls=None):
+        """The VAE (fp32 when the run is fp16 and its config says it overflows there)."""
+
+
+def open_components(
+    pretrained: str,
+    revision: str | None,
+    local_files_only: bool | None,
+    dtype: torch.dtype,
+    init: str = "pretrained",
+    device: torch.device | None = None,
+    key: str = "model.pretrained",
+) -> Components:
+    """The components of ``pretrained`` (hub id or folder), loaded (``init=pretrained``) or random (``random``)."""
+    if init not in INITS:
+        raise SrsoupError(f"model.init={init!r}; valid: {', '.join(INITS)}")
+    if init == "random":
+        return RandomFolder.open(pretrained, revision, dtype, device, key)
+    return PipelineFolder(Source.resolve(pretrained, revision, local_files_only, key=key), dtype)
+
+
+class PipelineFolder(Components):
+    """A diffusers-layout folder (local or hub) and the components its ``model_index.json`` lists."""
+
+    def __init__(self, src: Source, dtype: torch.dtype):
+        self.src = src
+        self.dtype = dtype
+        self.name = src.ref
+        self._index: dict | None = None
+
+    @property
+    def index(self) -> dict:
+        """``model_index.json``, read when first needed (a bare VAE repo has none)."""
+        if self._index is None:
+            self._index = self.src.json("model_index.json")
+        return self._index
+
+    def json(self, filename: str, subfolder: str | None = None) -> dict:
+        return self.src.json(filename, subfolder)
+
+    def component(self, name: str, cls=None, dtype: torch.dtype | None = None):
+        cls = cls or self.component_class(name)
+        if "Tokenizer" in cls.__name__:
+            return self.tokenizer(name)
         dtype = dtype or self.dtype
         dtype_kw = {"dtype": dtype} if cls.__module__.startswith("transformers") else {"torch_dtype": dtype}
         with self.src.loading():
@@ -77,32 +140,96 @@ class PipelineFolder:
         with self.src.loading():
             return AutoTokenizer.from_pretrained(self.src.ref, subfolder=name, **self.src.kwargs)
 
-    def scheduler(self, cls, overrides: dict | None = None):
-        """The release's scheduler config as ``cls`` (keys ``cls`` does not take are dropped), with overrides."""
-        config = self.src.json("scheduler_config.json", subfolder="scheduler")
-        accepted = inspect.signature(cls.__init__).parameters
-        config = {k: v for k, v in config.items() if k in accepted}
-        return cls.from_config({**config, **(overrides or {})})
+    def vae(self, subfolder: str | None = "vae", cls=None):
+        from diffusers import AutoencoderKL
+
+        cls = cls or AutoencoderKL
+        dtype = self.dtype
+        with self.src.loading():
+            config = cls.load_config(self.src.ref, subfolder=subfolder, **self.src.kwargs)
+            if dtype == torch.float16 and config.get("force_upcast", False):
+                log.info("this VAE overflows in fp16 (force_upcast): it decodes in fp32")
+                dtype = torch.float32
+            return cls.from_pretrained(self.src.ref, subfolder=subfolder, torch_dtype=dtype, **self.src.kwargs)
+
+
+class RandomFolder(Components):
+    """A model's published architecture from configs (shipped, or a local folder's), with random weights."""
+
+    def __init__(self, root: Path, name: str, dtype: torch.dtype, device: torch.device | None):
+        self.root, self.name, self.dtype = root, name, dtype
+        self.device = device or torch.device("cpu")
+        self.index = self.json("model_index.json") if (root / "model_index.json").is_file() else {}
+
+    @classmethod
+    def open(cls, pretrained: str, revision: str | None, dtype, device, key: str = "model.pretrained"):
+        local = Path(pretrained).expanduser()
+        if local.is_dir():
+            return cls(local, pretrained, dtype, device)
+        root = CONFIGS / pretrained.replace("/", "--")
+        if not (root / "source.json").is_file():
+            raise SrsoupError(
+                f"init=random has no shipped architecture for {key}={pretrained!r}; valid: "
+                f"{', '.join(shipped_architectures())} or a local folder with the configs"
+            )
+        shipped = json.loads((root / "source.json").read_text())["revision"]
+        if revision not in (None, shipped):
+            raise SrsoupError(
+                f"init=random builds {pretrained} at revision {shipped} (the configs shipped); the revision "
+                f"{revision!r} cannot be had offline; valid: {shipped} or null"
+            )
+        return cls(root, pretrained, dtype, device)
+
+    def json(self, filename: str, subfolder: str | None = None) -> dict:
+        path = self.root / subfolder / filename if subfolder else self.root / filename
+        if not path.is_file():
+            raise SrsoupError(f"init=random: {path.name} of {self.name} is missing ({subfolder or '.'})")
+        return json.loads(path.read_text())
+
+    def component(self, name: str | None, cls=None, dtype: torch.dtype | None = None):
+        cls = cls or self.component_class(name)
+        if "Tokenizer" in cls.__name__:
+            return self.tokenizer(name)
+        config = self.json("config.json", name)
+        with torch.device(self.device):
+            if cls.__module__.startswith("transformers"):
+                model = cls(cls.config_class.from_dict(config))
+            else:
+                model = cls.from_config(config)
+        dtype = dtype or self.dtype
+        if dtype != torch.float32:  # nn.Module.to: diffusers' own .to warns about keeping modules in fp32
+            model = torch.nn.Module.to(model, dtype=dtype)
+        return model.eval()
+
+    def tokenizer(self, name: str = "tokenizer"):
+        from srsoup.standins import standin_tokenizer
+
+        folder = self.root / name
+        if any((folder / f).is_file() for f in ("tokenizer.json", "vocab.json", "spiece.model", "vocab.txt")):
+            from transformers import AutoTokenizer
+
+            return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        return standin_tokenizer(self.json("tokenizer_config.json", name))
 
     def vae(self, subfolder: str | None = "vae", cls=None):
-        """The VAE in the run's dtype, or in fp32 when the run is fp16 and its config says it overflows there."""
-        return vae_in_dtype(self.src, subfolder, self.dtype, cls)
+        from diffusers import AutoencoderKL
+
+        config = self.json("config.json", subfolder)
+        upcast = self.dtype == torch.float16 and config.get("force_upcast", False)
+        return self.component(subfolder, cls or AutoencoderKL, torch.float32 if upcast else None)
 
 
-def vae_in_dtype(src: Source, subfolder: str | None, dtype: torch.dtype, cls=None):
-    from diffusers import AutoencoderKL
-
-    cls = cls or AutoencoderKL
-    with src.loading():
-        config = cls.load_config(src.ref, subfolder=subfolder, **src.kwargs)
-        if dtype == torch.float16 and config.get("force_upcast", False):
-            log.info("this VAE overflows in fp16 (force_upcast): it decodes in fp32")
-            dtype = torch.float32
-        return cls.from_pretrained(src.ref, subfolder=subfolder, torch_dtype=dtype, **src.kwargs)
-
-
-def separate_vae(vae: str, revision: str | None, local_files_only: bool | None, dtype: torch.dtype):
+def separate_vae(
+    vae: str,
+    revision: str | None,
+    local_files_only: bool | None,
+    dtype: torch.dtype,
+    init: str = "pretrained",
+    device: torch.device | None = None,
+):
     """A VAE from another repo or folder (SDXL's fp16-fix), with the VAE at its root or in ``vae/``."""
-    src = Source.resolve(vae, revision, local_files_only, key="model.vae")
-    subfolder = "vae" if src.local and not (Path(src.ref) / "config.json").is_file() else None
-    return vae_in_dtype(src, subfolder, dtype)
+    parts = open_components(vae, revision, local_files_only, dtype, init, device, key="model.vae")
+    root = Path(parts.root if isinstance(parts, RandomFolder) else parts.src.ref)
+    local = isinstance(parts, RandomFolder) or parts.src.local
+    subfolder = "vae" if local and not (root / "config.json").is_file() else None
+    return parts.vae(subfolder)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from srsoup.backbones.base import clip_penultimate, tokenize
 from srsoup.backbones.flow import FlowBackbone
-from srsoup.backbones.loading import PipelineFolder
+from srsoup.backbones.loading import open_components
 from srsoup.errors import SrsoupError
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ class SD3Backbone(FlowBackbone):
         *,
         revision: str | None = None,
         local_files_only: bool | None = None,
+        init: str = "pretrained",
         noise_level: float = 0.8,
         resolution: int | None = None,
         max_sequence_length: int = 256,
@@ -78,7 +79,7 @@ class SD3Backbone(FlowBackbone):
         """Load each component named in ``model_index.json`` (``text_encoder_3`` may be null: no T5)."""
         from diffusers import FlowMatchEulerDiscreteScheduler
 
-        folder = PipelineFolder.open(pretrained, revision, local_files_only, dtype)
+        folder = open_components(pretrained, revision, local_files_only, dtype, init, device)
         folder.require(
             "transformer", "text_encoder", "text_encoder_2", "vae", "tokenizer", "tokenizer_2", family="an SD3"
         )

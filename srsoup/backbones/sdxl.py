@@ -19,7 +19,7 @@ import torch
 
 from srsoup.backbones.base import clip_penultimate
 from srsoup.backbones.ddim import DDIMBackbone, PromptCond
-from srsoup.backbones.loading import PipelineFolder, separate_vae
+from srsoup.backbones.loading import open_components, separate_vae
 from srsoup.errors import SrsoupError
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ class SDXLBackbone(DDIMBackbone):
         *,
         revision: str | None = None,
         local_files_only: bool | None = None,
+        init: str = "pretrained",
         vae: str | None = None,
         vae_revision: str | None = None,
         resolution: int | None = None,
@@ -70,7 +71,7 @@ class SDXLBackbone(DDIMBackbone):
         """Load an SDXL diffusers folder or hub id; ``vae`` replaces its VAE (a hub id or a folder)."""
         from diffusers import DDIMScheduler
 
-        folder = PipelineFolder.open(pretrained, revision, local_files_only, dtype)
+        folder = open_components(pretrained, revision, local_files_only, dtype, init, device)
         folder.require("unet", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", family="an SDXL")
         return cls(
             unet=folder.component("unet"),
@@ -80,7 +81,7 @@ class SDXLBackbone(DDIMBackbone):
             tokenizer_2=folder.tokenizer("tokenizer_2"),
             # SDXL ships EulerDiscrete's config; DDIM takes the keys it knows.
             scheduler=folder.scheduler(DDIMScheduler, scheduler),
-            vae=separate_vae(vae, vae_revision, local_files_only, dtype) if vae else folder.vae(),
+            vae=separate_vae(vae, vae_revision, local_files_only, dtype, init, device) if vae else folder.vae(),
             eta=eta,
             resolution=resolution,
             force_zeros_for_empty_prompt=bool(folder.index.get("force_zeros_for_empty_prompt", True)),

@@ -24,6 +24,8 @@ import argparse
 import json
 from pathlib import Path
 
+from srsoup.standins import bert_tokenizer, clip_tokenizer, t5_tokenizer
+
 # One tiny CLIP text tower for every CLIP slot (SD text encoders and reward CLIPs): hidden 16, one layer.
 CLIP_TEXT = dict(
     hidden_size=16,
@@ -56,48 +58,6 @@ VAE = dict(
     up_block_types=("UpDecoderBlock2D",) * 3,
     sample_size=32,
 )
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible byte → printable character table (the alphabet of the byte-level BPE)."""
-    bs = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
-
-
-def clip_tokenizer(pad_token: str = "<|endoftext|>"):
-    """A CLIPTokenizer over CLIP's own alphabet (every byte, alone and word-final) with no merges: 514 tokens.
-
-    Same pre-tokenization, specials and ``</w>`` convention as openai/clip-vit-large-patch14, so any prompt
-    tokenizes without unknowns, just character by character.
-    """
-    from transformers import CLIPTokenizer
-
-    chars = list(bytes_to_unicode().values())
-    vocab = {
-        t: i for i, t in enumerate(chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"])
-    }
-    return CLIPTokenizer(vocab=vocab, merges=[], pad_token=pad_token, model_max_length=77)
-
-
-def t5_tokenizer():
-    """A unigram T5 tokenizer over lowercase letters, digits and a few marks (SentencePiece-style ``▁``)."""
-    from transformers import T5Tokenizer
-
-    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
-    pieces += [(c, -3.0) for c in "abcdefghijklmnopqrstuvwxyz0123456789,.'-"]
-    pieces += [("▁" + c, -2.5) for c in "abcdefghijklmnopqrstuvwxyz"]
-    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=256)
 
 
 def clip_text_config(tok, **overrides):
@@ -159,26 +119,6 @@ BLIP_TEXT = dict(
     intermediate_size=32,
     max_position_embeddings=40,  # >= ImageReward's 35 prompt tokens
 )
-
-
-def bert_tokenizer():
-    """A BERT WordPiece over lowercase letters, digits and punctuation, each alone and as a ``##`` suffix."""
-    import string
-
-    from transformers import BertTokenizer
-
-    chars = string.ascii_lowercase + string.digits
-    tokens = [
-        "[PAD]",
-        "[UNK]",
-        "[CLS]",
-        "[SEP]",
-        "[MASK]",
-        *chars,
-        *string.punctuation,
-        *("##" + c for c in chars),
-    ]
-    return BertTokenizer(vocab={t: i for i, t in enumerate(tokens)}, model_max_length=512)
 
 
 def vae(**overrides):

@@ -1,0 +1,89 @@
+"""Tokenizer stand-ins built offline: the real transformers tokenizer classes over small vocabularies.
+
+A release's own vocabulary (CLIP's BPE merges, T5's SentencePiece model, BERT's WordPiece, Gemma's) needs the hub.
+These stand-ins keep the class, the special tokens and the padding/truncation behaviour, so every prompt tokenizes
+to the real sequence length (77 CLIP tokens, T5's 256 or 512, ...) with ids inside the model's vocabulary, only
+character by character. Used by ``model.init=random`` / ``rewards.<name>.init=random`` and by the tiny test copies
+(``python -m srsoup.testing.checkpoints``).
+"""
+
+from __future__ import annotations
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible byte → printable character table (the alphabet of the byte-level BPE)."""
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def clip_tokenizer(pad_token: str = "<|endoftext|>"):
+    """A CLIPTokenizer over CLIP's own alphabet (every byte, alone and word-final) with no merges: 514 tokens.
+
+    Same pre-tokenization, specials and ``</w>`` convention as openai/clip-vit-large-patch14, so any prompt
+    tokenizes without unknowns, just character by character.
+    """
+    from transformers import CLIPTokenizer
+
+    chars = list(bytes_to_unicode().values())
+    vocab = {
+        t: i for i, t in enumerate(chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"])
+    }
+    return CLIPTokenizer(vocab=vocab, merges=[], pad_token=pad_token, model_max_length=77)
+
+
+def t5_tokenizer():
+    """A unigram T5 tokenizer over lowercase letters, digits and a few marks (SentencePiece-style ``▁``)."""
+    from transformers import T5Tokenizer
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    pieces += [(c, -3.0) for c in "abcdefghijklmnopqrstuvwxyz0123456789,.'-"]
+    pieces += [("▁" + c, -2.5) for c in "abcdefghijklmnopqrstuvwxyz"]
+    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=256)
+
+
+def bert_tokenizer():
+    """A BERT WordPiece over lowercase letters, digits and punctuation, each alone and as a ``##`` suffix."""
+    import string
+
+    from transformers import BertTokenizer
+
+    chars = string.ascii_lowercase + string.digits
+    tokens = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        *chars,
+        *string.punctuation,
+        *("##" + c for c in chars),
+    ]
+    return BertTokenizer(vocab={t: i for i, t in enumerate(tokens)}, model_max_length=512)
+
+
+def standin_tokenizer(config: dict):
+    """A stand-in for the tokenizer a ``tokenizer_config.json`` describes (class, max length, pad token)."""
+    cls = str(config.get("tokenizer_class", ""))
+    length = int(config.get("model_max_length", 77))
+    if cls.startswith("CLIPTokenizer"):
+        pad = config.get("pad_token") or "<|endoftext|>"
+        tok = clip_tokenizer(pad_token=pad["content"] if isinstance(pad, dict) else pad)
+    elif cls.startswith("T5Tokenizer"):
+        tok = t5_tokenizer()
+    elif cls.startswith("BertTokenizer"):
+        tok = bert_tokenizer()
+    else:
+        raise ValueError(f"no tokenizer stand-in for {cls or 'an unnamed tokenizer class'}")
+    tok.model_max_length = length
+    return tok
