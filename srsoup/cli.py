@@ -11,6 +11,8 @@ Sample Reward Soups: multi-reward guidance sweeps for text-to-image diffusion.
 commands:
   run      sweep the preference weights and save images, rewards.csv, trace.csv, summary.json
            (Hydra: `srsoup run model=sd15 guidance=weighted_sum`, `-m` for sweeps, `--help` for options)
+  plan     what a run will cost before anything is loaded: counts, parameters, memory, FLOPs, time
+           (`srsoup plan model=sd15 experiment=...`, same overrides as run; `srsoup plan --help`)
   report   Pareto fronts, hypervolume and image grids from run or sweep dirs (`srsoup report --help`)
 """
 
@@ -74,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     if command == "run":
         return _run(rest)
+    if command == "plan":
+        from srsoup.planning import main as plan_main
+
+        return plan_main(rest)
     if command == "report":
         from srsoup.report import main as report_main
 
@@ -83,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"srsoup {__version__}")
         return 0
-    print(f"srsoup: error: unknown command {command!r}; valid: run, report (see srsoup --help)", file=sys.stderr)
+    print(
+        f"srsoup: error: unknown command {command!r}; valid: run, plan, report (see srsoup --help)",
+        file=sys.stderr,
+    )
     return 2
 
 

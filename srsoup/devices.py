@@ -10,17 +10,25 @@ DEVICES = "auto, cpu, cuda, cuda:N, mps"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def resolve_device(name: str | torch.device) -> torch.device:
-    """``auto`` → cuda if available else cpu; an explicit device that is not available is an error."""
+def resolve_device(name: str | torch.device, planning: bool = False) -> torch.device:
+    """``auto`` → cuda if available else cpu; an explicit device that is not available is an error.
+
+    ``planning``: the device a run *would* use (``srsoup plan`` for a GPU run on a machine without one): auto and
+    cuda mean a CUDA device whether or not this machine has one.
+    """
     name = str(name)
+    if name == "meta":
+        return torch.device("meta")  # models built for their shapes only (srsoup plan); never a run's device
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if torch.cuda.is_available() or planning else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
         raise SrsoupError(f"device={name!r} is not a device; valid: {DEVICES}") from None
     if device.type not in ("cpu", "cuda", "mps"):
         raise SrsoupError(f"device={name!r} is not supported; valid: {DEVICES}")
+    if planning:
+        return device
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SrsoupError(f"device={name!r} but CUDA is not available on this machine; use device=cpu or auto")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():

@@ -271,8 +271,11 @@ def _model(model: dict) -> type[Backbone]:
     return cls
 
 
-def build_spec(cfg: DictConfig) -> RunSpec:
-    """Check every user choice and work out the plan; raises SrsoupError on the first bad value."""
+def build_spec(cfg: DictConfig, planning: bool = False) -> RunSpec:
+    """Check every user choice and work out the plan; raises SrsoupError on the first bad value.
+
+    ``planning``: for ``srsoup plan``, the device need not be present on this machine.
+    """
     c = _resolved(cfg)
     model, sampler = c["model"], c["sampler"]
     backbone_cls = _model(model)
@@ -290,7 +293,9 @@ def build_spec(cfg: DictConfig) -> RunSpec:
     chunk_size = int(c.get("chunk_size") or 64)
     if chunk_size < 1:
         raise SrsoupError(f"chunk_size={chunk_size} must be >= 1")
-    device = resolve_device(str(c.get("device", "auto")))
+    device = resolve_device(str(c.get("device", "auto")), planning)
+    if device.type == "meta":
+        raise SrsoupError(f"device={c.get('device')!r} is not supported; valid: auto, cpu, cuda, cuda:N, mps")
     dtype = resolve_dtype(str(c.get("dtype", "fp32")), device)
 
     grid = weight_grid(c["weights"].get("grid"), c["weights"].get("divisions"), names)

@@ -44,6 +44,9 @@ class Backbone(ABC):
     """A text-to-image model seen as T stochastic steps. Subclasses hold the model differences."""
 
     init_noise_sigma: float = 1.0
+    #: Batch rows of one denoiser eval: 2 for classifier-free guidance (uncond and cond), 1 for a model with a
+    #: distilled guidance input (one pass per eval).
+    rows_per_eval: int = 2
 
     def __init__(self, *, device: torch.device, dtype: torch.dtype, cfg_scale: float, chunk_size: int = 64):
         self.device = device

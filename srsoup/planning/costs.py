@@ -1,0 +1,131 @@
+"""What a run will cost, before anything is loaded: counts, parameters, weight memory, FLOPs, peak memory, time.
+
+The backbone and every hub reward are built on the meta device at their published architecture (``init=random``
+from the configs shipped in the package, or a local folder's configs), so nothing is downloaded or allocated;
+one denoiser eval, one decode, one prompt encoding and one reward query are run on meta inputs of the real shapes
+and tallied (``flops.py``). Counts come from the method's exact plan.
+
+Peak memory = weights + the activations of the largest model batch: ``chunk_size`` rows (a CFG batch of
+``chunk_size // 2`` candidates, or ``chunk_size`` decoded / scored images) times the largest activation of one
+row, times ``ACTIVATION_FACTOR`` for the tensors alive at once (skip connections, attention's q/k/v and output).
+That factor was fitted to peak RSS measured on the CPU (docs/benchmark.md); it is an estimate, stated as one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from srsoup.planning.flops import tally
+
+log = logging.getLogger(__name__)
+
+META = torch.device("meta")
+ACTIVATION_FACTOR = 4.0
+
+
+@dataclass
+class Call:
+    """One kind of model call: FLOPs of one call and the elements of its largest activation per batch row."""
+
+    flops: int
+    activation_per_row: int
+    rows: int  # batch rows of one call (2 for a CFG eval, 1 otherwise)
+
+
+@dataclass
+class Part:
+    """A model of the run (the backbone or a reward) as built on the meta device."""
+
+    name: str
+    role: str  # backbone | reward | eval reward
+    params: int
+    weight_bytes: int
+    calls: dict[str, Call] = field(default_factory=dict)
+    note: str = ""
+
+
+def modules_of(obj) -> list[nn.Module]:
+    """The distinct top-level nn.Modules an object holds in its attributes (lists and dicts included)."""
+    found: dict[int, nn.Module] = {}
+    values = list(vars(obj).values())
+    while values:
+        value = values.pop()
+        if isinstance(value, nn.Module):
+            found.setdefault(id(value), value)
+        elif isinstance(value, list | tuple):
+            values += list(value)
+        elif isinstance(value, dict):
+            values += list(value.values())
+        elif (
+            hasattr(value, "__dict__")
+            and not isinstance(value, type)
+            and value.__class__.__module__.startswith("srsoup")
+        ):
+            values += list(vars(value).values())  # a helper object holding models (e.g. a CLIP scorer)
+    return list(found.values())
+
+
+def _weights(modules: list[nn.Module]) -> tuple[int, int]:
+    seen: set[int] = set()
+    params = weight_bytes = 0
+    for module in modules:
+        for p in module.parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                params += p.numel()
+                weight_bytes += p.numel() * p.element_size()
+    return params, weight_bytes
+
+
+def _call(fn, rows: int) -> Call:
+    t = tally(fn)
+    return Call(flops=t.flops, activation_per_row=t.largest_activation // max(rows, 1), rows=rows)
+
+
+def backbone_part(spec) -> tuple[Part, tuple[int, ...]]:
+    """The backbone at its architecture on the meta device; its calls; the shape of a decoded image."""
+    options = {**spec.model, "init": "random"}
+    backbone = spec.backbone_cls.load(
+        options, device=META, dtype=spec.dtype, cfg_scale=spec.cfg_scale, chunk_size=spec.chunk_size, eta=spec.eta
+    )
+    params, weight_bytes = _weights(modules_of(backbone))
+    backbone.set_steps(spec.steps)
+    x = torch.empty((1, *backbone.latent_shape), device=META)
+    cond = backbone.encode_prompt(spec.prompts[0])
+    image = backbone.decode(x)
+    part = Part(spec.model.get("name") or spec.backbone_cls.__name__, "backbone", params, weight_bytes)
+    part.calls = {
+        "denoiser_eval": _call(lambda: backbone.step_distribution(x, 0, cond), backbone.rows_per_eval),
+        "decode": _call(lambda: backbone.decode(x), 1),
+        "encode_prompt": _call(lambda: backbone.encode_prompt(spec.prompts[0]), 2),
+    }
+    return part, tuple(image.shape[1:])
+
+
+def reward_parts(spec, image_shape: tuple[int, ...]) -> list[Part]:
+    """Every reward of the run built on the meta device (hub rewards at random init); one query tallied."""
+    from srsoup.rewards.base import build_rewards
+
+    parts = []
+    roles = {**{n: "reward" for n in spec.rewards}, **{n: "eval reward" for n in spec.eval_rewards}}
+    for name, cfg in {**spec.rewards, **spec.eval_rewards}.items():
+        options = {**cfg, "init": "random"} if "init" in cfg else dict(cfg)
+        try:
+            fn = build_rewards({name: options}, device="meta", dtype=spec.dtype)[name]
+        except Exception as err:  # noqa: BLE001 - a reward that cannot be built offline is reported, not fatal
+            parts.append(Part(name, roles[name], 0, 0, note=f"not estimated: {str(err).splitlines()[0]}"))
+            continue
+        modules = modules_of(fn)
+        params, weight_bytes = _weights(modules)
+        part = Part(name, roles[name], params, weight_bytes)
+        if modules:
+            images = torch.empty((1, *image_shape), device=META)
+            part.calls["query"] = _call(lambda fn=fn, images=images: fn(images, spec.prompts[:1]), 1)
+        else:
+            part.note = "a function of the pixels on the CPU: no model, FLOPs not counted"
+        parts.append(part)
+    return parts
