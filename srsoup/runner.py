@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from srsoup.errors import SrsoupError
 from srsoup.guidance.base import Guidance
 from srsoup.outputs import Ledger, RunDir, group_key, image_name, png_bytes, reward_columns, trace_columns
+from srsoup.planning import check_memory
 from srsoup.rewards.base import CountingReward, QueryBudget, build_rewards
 from srsoup.sampling import sample_group
 from srsoup.spec import RunSpec, build_spec, describe
@@ -99,6 +100,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Path:
             "RANDOM WEIGHTS (init=random) for %s: images are noise; counts, compute, memory and timing are real",
             ", ".join(spec.random_weights()),
         )
+    check_memory(spec)  # a run that cannot fit is refused before anything loads
     models = load_models(spec)  # before anything is written: a missing model leaves no half-made run dir
     out.path.mkdir(parents=True, exist_ok=True)
     done = out.repair()

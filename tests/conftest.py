@@ -54,6 +54,16 @@ def toy_backbone(toy_model_dir):
     )
 
 
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """Random-weight tiny copies of every hub backbone and reward in their releases' layouts (once per session)."""
+    from srsoup.testing.checkpoints import make_all
+
+    out = tmp_path_factory.mktemp("tiny_ckpts")
+    make_all(out)
+    return out
+
+
 def compose(*overrides: str):
     """The run config as `srsoup run` composes it, with these overrides."""
     from hydra import compose as hydra_compose

@@ -107,25 +107,24 @@ def backbone_part(spec) -> tuple[Part, tuple[int, ...]]:
 
 
 def reward_parts(spec, image_shape: tuple[int, ...]) -> list[Part]:
-    """Every reward of the run built on the meta device (hub rewards at random init); one query tallied."""
+    """Every hub reward of the run (its config has ``init``) built on the meta device at random init, one query
+    tallied; other rewards (functions of the pixels, or a user's own) are not built and count no memory."""
     from srsoup.rewards.base import build_rewards
 
     parts = []
     roles = {**{n: "reward" for n in spec.rewards}, **{n: "eval reward" for n in spec.eval_rewards}}
     for name, cfg in {**spec.rewards, **spec.eval_rewards}.items():
-        options = {**cfg, "init": "random"} if "init" in cfg else dict(cfg)
+        if "init" not in cfg:
+            parts.append(Part(name, roles[name], 0, 0, note="no model weights declared (no init key): not built"))
+            continue
         try:
-            fn = build_rewards({name: options}, device="meta", dtype=spec.dtype)[name]
+            fn = build_rewards({name: {**cfg, "init": "random"}}, device="meta", dtype=spec.dtype)[name]
         except Exception as err:  # noqa: BLE001 - a reward that cannot be built offline is reported, not fatal
             parts.append(Part(name, roles[name], 0, 0, note=f"not estimated: {str(err).splitlines()[0]}"))
             continue
-        modules = modules_of(fn)
-        params, weight_bytes = _weights(modules)
+        params, weight_bytes = _weights(modules_of(fn))
         part = Part(name, roles[name], params, weight_bytes)
-        if modules:
-            images = torch.empty((1, *image_shape), device=META)
-            part.calls["query"] = _call(lambda fn=fn, images=images: fn(images, spec.prompts[:1]), 1)
-        else:
-            part.note = "a function of the pixels on the CPU: no model, FLOPs not counted"
+        images = torch.empty((1, *image_shape), device=META)
+        part.calls["query"] = _call(lambda fn=fn, images=images: fn(images, spec.prompts[:1]), 1)
         parts.append(part)
     return parts
