@@ -1,8 +1,10 @@
-"""Shared fixtures: a tiny random-weight model in the embedded layout, config composition, offline hub."""
+"""Shared fixtures: a tiny random-weight model in the embedded layout, tiny copies of the hub models in their
+releases' layouts, config composition, offline hub, one torch thread."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -82,3 +84,22 @@ def toy_cfg(toy_model_dir):
         return compose(*base, *overrides)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> Path:
+    """srsoup.testing.checkpoints run into a temporary folder (once per session)."""
+    from srsoup.testing.checkpoints import make_all
+
+    out = tmp_path_factory.mktemp("tiny_ckpts")
+    make_all(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from intra-op threads; on a busy 2-core machine they spin-wait (10-100x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
