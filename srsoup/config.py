@@ -17,7 +17,8 @@ from hydra.core.config_store import ConfigStore
 class SamplerConfig:
     #: Denoising steps T; null = ``model.default_steps``.
     steps: int | None = None
-    #: Classifier-free guidance scale s; null = ``model.default_cfg_scale``.
+    #: Classifier-free guidance scale s; null = ``model.default_cfg_scale``. FLUX.1-dev: its distilled guidance
+    #: value (one pass, no CFG); FLUX.1-schnell: unused.
     cfg_scale: float | None = None
     #: DDIM η; 1.0 gives the stochastic steps that search guidance needs.
     eta: float = 1.0

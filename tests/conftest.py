@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny random-weight model in the embedded layout, config composition, offline hub."""
+"""Shared fixtures: a tiny random-weight model in the embedded layout, tiny copies of the hub models in their
+releases' layouts, config composition, offline hub, one torch thread."""
 
 from __future__ import annotations
 
@@ -92,3 +93,12 @@ def toy_cfg(toy_model_dir):
         return compose(*base, *overrides)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from intra-op threads; on a busy 2-core machine they spin-wait (10-100x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -24,14 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CPU = dict(device=torch.device("cpu"), dtype=torch.float32, cfg_scale=5.0, chunk_size=3)
 PROMPT = "a photo of a cat"
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models gain nothing from intra-op threads; on a busy 2-core machine they spin-wait (10-100x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def load(name: str, tiny: Path, **kwargs):

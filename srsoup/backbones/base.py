@@ -2,8 +2,9 @@
 
 Guidance methods see a denoising step as a Gaussian N(μ, σ²I) over the next latent (DESIGN §1): the backbone
 returns μ and σ for every chain, and turns a candidate next latent into an image for scoring. Every CFG
-prediction of one batch item is one *denoiser eval* and every decoded image one *decode*, counted and timed here
-(``denoiser_evals``, ``decodes``, ``timers``), so any backbone on any device reports where its time went.
+prediction of one batch item (the cond/uncond pair, or the one pass of a guidance-distilled model) is one
+*denoiser eval* and every decoded image one *decode*, counted and timed here (``denoiser_evals``, ``decodes``,
+``timers``), so any backbone on any device reports where its time went.
 
 A model yaml names its backbone class with ``_target_``; ``Backbone.load`` passes the yaml's keys to that class's
 ``from_pretrained`` together with the run's device, dtype, CFG scale, η and ``chunk_size`` (each only where the
@@ -148,22 +149,49 @@ class Backbone(ABC):
         for i in range(0, n, per):
             yield slice(i, min(n, i + per))
 
+    def _predict(
+        self, x: torch.Tensor, forward: Callable[[torch.Tensor, int], torch.Tensor], rows_per_item: int = 1
+    ) -> torch.Tensor:
+        """The network's prediction for every item of ``x``: chunked, counted (one eval per item) and timed.
+
+        ``forward(model_in, n)`` gets the chunk's ``n`` items in the run's dtype and returns their prediction
+        ([n, ...], any dtype; kept in float32); it may run ``rows_per_item`` model rows per item (``_cfg``: two).
+        A guidance-distilled model (FLUX.1-dev) uses it directly: one pass, one eval.
+        """
+        out = torch.empty_like(x)
+        with self.timers["denoiser"]():
+            for sl in self._chunks(len(x), rows_per_item):
+                xs = x[sl]
+                out[sl] = forward(xs.to(self.dtype), len(xs)).float()
+                self.denoiser_evals += len(xs)
+        return out
+
     def _cfg(self, x: torch.Tensor, forward: Callable[[torch.Tensor, int], torch.Tensor]) -> torch.Tensor:
-        """Classifier-free guided prediction of every item of ``x``, chunked, counted and timed.
+        """Classifier-free guided prediction of every item of ``x``, chunked, counted and timed (``_predict``).
 
         ``forward(model_in, n)`` runs the network on ``model_in`` = [x_chunk; x_chunk] (2n rows: uncond first, in
         the run's dtype) and returns its raw prediction; the pair of an item is one batch and one denoiser eval.
         """
-        out = torch.empty_like(x)
-        with self.timers["denoiser"]():
-            for sl in self._chunks(len(x), rows_per_item=2):
-                xs = x[sl]
-                n = len(xs)
-                pred = forward(torch.cat([xs, xs]).to(self.dtype), n).float()
-                uncond, text = pred[:n], pred[n:]
-                out[sl] = uncond + self.cfg_scale * (text - uncond)
-                self.denoiser_evals += n
-        return out
+
+        def guided(xs: torch.Tensor, n: int) -> torch.Tensor:
+            pred = forward(torch.cat([xs, xs]), n).float()
+            uncond, text = pred[:n], pred[n:]
+            return uncond + self.cfg_scale * (text - uncond)
+
+        return self._predict(x, guided, rows_per_item=2)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """Image pixels per latent cell: the VAE halves the side once per down block after the first."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @staticmethod
+    def _checked_resolution(resolution: int | None, default: int, multiple: int, why: str) -> int:
+        """``model.resolution`` (null: ``default``), one error line unless a positive multiple of ``multiple``."""
+        value = int(resolution or default)
+        if value <= 0 or value % multiple:
+            raise SrsoupError(f"model.resolution={value} must be a positive multiple of {multiple} ({why})")
+        return value
 
     def _vae_decode(self, z: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1] from VAE latents: z/scaling + shift in the VAE's own dtype (fp32 when upcast)."""
@@ -194,3 +222,15 @@ def clip_penultimate(tokenizer, encoder, prompt: str, device: torch.device) -> t
     (``CLIPTextModelWithProjection``), as SDXL's and SD3's pipelines encode a prompt."""
     out = encoder(tokenize(tokenizer, [prompt]).to(device), output_hidden_states=True)
     return out.hidden_states[-2], getattr(out, "text_embeds", None)
+
+
+def clip_pooled(tokenizer, encoder, prompt: str, device: torch.device) -> torch.Tensor:
+    """Pooled output of a CLIP text encoder without projection (``CLIPTextModel``), as FLUX's pipeline encodes a
+    prompt for its pooled conditioning."""
+    return encoder(tokenize(tokenizer, [prompt]).to(device), output_hidden_states=False).pooler_output
+
+
+def t5_states(tokenizer, encoder, prompt: str, max_length: int, device: torch.device) -> torch.Tensor:
+    """Last hidden states of a T5 encoder over ``max_length`` tokens (padded, truncated), as SD3's and FLUX's
+    pipelines encode a prompt."""
+    return encoder(tokenize(tokenizer, [prompt], max_length, add_special_tokens=True).to(device))[0]

@@ -12,7 +12,8 @@ SDE of the SRSoup reference code (after Flow-GRPO's ``sde_step_with_logprob``; D
 so the step distribution is N(μ, (std·√(−dt))²); at ``noise_level`` 0 it is diffusers' Euler step x + dt·v.
 A candidate x' is scored through x̂0 = x' − σ'·v(x', σ') (one eval); at the last step σ' = 0 and x' is decoded
 directly.
-A subclass supplies the model: ``_velocity(x, timestep, cond)``, ``latent_shape``, ``image_seq_len``, decoding.
+A subclass supplies the model: ``_velocity(x, timestep, cond)``, ``latent_shape``, ``image_seq_len``, decoding,
+and the custom sigmas its pipeline passes to the scheduler, if any (``_custom_sigmas``: FLUX.1).
 """
 
 from __future__ import annotations
@@ -67,11 +68,18 @@ class FlowBackbone(Backbone):
         raise NotImplementedError
 
     # --- the schedule and the step ------------------------------------------------------------------------
+    def _custom_sigmas(self, num_steps: int) -> list[float] | None:
+        """Sigmas the model's pipeline passes to ``set_timesteps``, before shifting (None: the scheduler's own)."""
+        return None
+
     def set_steps(self, num_steps: int) -> list[float]:
         """The scheduler's sigmas (T + 1 values ending at 0); the trace's ``timestep`` column holds σ."""
         kwargs = {}
         if self.scheduler.config.get("use_dynamic_shifting", False):
             kwargs["mu"] = self._dynamic_shift_mu()
+        sigmas = self._custom_sigmas(num_steps)
+        if sigmas is not None:
+            kwargs["sigmas"] = sigmas
         self.scheduler.set_timesteps(num_steps, **kwargs)
         self.sigmas = [float(s) for s in self.scheduler.sigmas]
         self.timesteps = [float(t) for t in self.scheduler.timesteps]

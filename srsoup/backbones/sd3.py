@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from srsoup.backbones.base import clip_penultimate, tokenize
+from srsoup.backbones.base import clip_penultimate, t5_states
 from srsoup.backbones.flow import FlowBackbone
 from srsoup.backbones.loading import open_components
 from srsoup.errors import SrsoupError
@@ -52,12 +52,12 @@ class SD3Backbone(FlowBackbone):
         self.vae = vae.to(self.device).eval()
         self.max_sequence_length = max_sequence_length
         factor, patch = self.vae_scale_factor, self.transformer.config.patch_size
-        self.resolution = int(resolution or self.transformer.config.sample_size * factor)
-        if self.resolution <= 0 or self.resolution % (factor * patch):
-            raise SrsoupError(
-                f"model.resolution={self.resolution} must be a positive multiple of {factor * patch} "
-                f"(VAE factor {factor} x patch size {patch})"
-            )
+        self.resolution = self._checked_resolution(
+            resolution,
+            self.transformer.config.sample_size * factor,
+            factor * patch,
+            f"VAE factor {factor} x patch size {patch}",
+        )
 
     @classmethod
     def from_pretrained(
@@ -109,10 +109,6 @@ class SD3Backbone(FlowBackbone):
 
     # --- set-up -------------------------------------------------------------------------------------------
     @property
-    def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
-
-    @property
     def latent_shape(self) -> tuple[int, ...]:
         side = self.resolution // self.vae_scale_factor
         return (self.transformer.config.in_channels, side, side)
@@ -142,12 +138,11 @@ class SD3Backbone(FlowBackbone):
         t5_tok, t5 = self.tokenizers[2], self.text_encoders[2]
         if t5 is None:
             width = self.transformer.config.joint_attention_dim
-            t5_states = torch.zeros((1, self.max_sequence_length, width), device=self.device, dtype=clip.dtype)
+            t5_hidden = torch.zeros((1, self.max_sequence_length, width), device=self.device, dtype=clip.dtype)
         else:
-            ids = tokenize(t5_tok, [prompt], self.max_sequence_length, add_special_tokens=True)
-            t5_states = t5(ids.to(self.device))[0].to(clip.dtype)
-        clip = F.pad(clip, (0, t5_states.shape[-1] - clip.shape[-1]))
-        return torch.cat([clip, t5_states], dim=-2), pooled
+            t5_hidden = t5_states(t5_tok, t5, prompt, self.max_sequence_length, self.device).to(clip.dtype)
+        clip = F.pad(clip, (0, t5_hidden.shape[-1] - clip.shape[-1]))
+        return torch.cat([clip, t5_hidden], dim=-2), pooled
 
     # --- per step -----------------------------------------------------------------------------------------
     def _velocity(self, x: torch.Tensor, timestep: float, cond: FlowCond) -> torch.Tensor:

@@ -44,11 +44,9 @@ class SDXLBackbone(DDIMBackbone):
         self.tokenizer_2 = tokenizer_2
         self.force_zeros_for_empty_prompt = force_zeros_for_empty_prompt
         factor = self.vae_scale_factor
-        self.resolution = int(resolution or self.unet.config.sample_size * factor)
-        if self.resolution <= 0 or self.resolution % factor:
-            raise SrsoupError(
-                f"model.resolution={self.resolution} must be a positive multiple of the VAE factor {factor}"
-            )
+        self.resolution = self._checked_resolution(
+            resolution, self.unet.config.sample_size * factor, factor, "the VAE factor"
+        )
 
     @classmethod
     def from_pretrained(
@@ -92,10 +90,6 @@ class SDXLBackbone(DDIMBackbone):
         )
 
     # --- set-up -------------------------------------------------------------------------------------------
-    @property
-    def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
-
     @property
     def latent_shape(self) -> tuple[int, ...]:
         side = self.resolution // self.vae_scale_factor

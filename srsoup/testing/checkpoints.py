@@ -2,14 +2,16 @@
 
     python -m srsoup.testing.checkpoints OUT
 
-writes OUT/sd15, OUT/sdxl, OUT/sd35m (diffusers pipeline folders with ``model_index.json``: 32 px images from
-8x8 latents, a few channels), OUT/sdxl-vae-fp16-fix (a VAE at the repo root, like madebyollin/sdxl-vae-fp16-fix)
-and OUT/aesthetic, OUT/pickscore, OUT/hpsv2, OUT/clipscore, OUT/imagereward (the layouts documented in
-srsoup/conf/reward/*.yaml), so the real loading code runs end to end offline, e.g.
+writes OUT/sd15, OUT/sdxl, OUT/sd35m, OUT/flux_dev, OUT/flux_schnell (diffusers pipeline folders with
+``model_index.json``: 32 px images from 8x8 latents, a few channels; FLUX's default resolution would be 512 px
+here, so pass ``model.resolution=32``), OUT/sdxl-vae-fp16-fix (a VAE at the repo root, like
+madebyollin/sdxl-vae-fp16-fix) and OUT/aesthetic, OUT/pickscore, OUT/hpsv2, OUT/clipscore, OUT/imagereward
+(the layouts documented in srsoup/conf/reward/*.yaml), so the real loading code runs end to end offline, e.g.
 
     srsoup run model=sd15 model.pretrained=OUT/sd15
     srsoup run model=sdxl model.pretrained=OUT/sdxl model.vae=OUT/sdxl-vae-fp16-fix
     srsoup run model=sd35m model.pretrained=OUT/sd35m
+    srsoup run model=flux_dev model.pretrained=OUT/flux_dev model.resolution=32
     srsoup run model=sd15 model.pretrained=OUT/sd15 rewards=aes_pick
         rewards.aesthetic.pretrained=OUT/aesthetic rewards.pickscore.pretrained=OUT/pickscore   (one line)
 
@@ -127,6 +129,34 @@ def vae(**overrides):
     return AutoencoderKL(**{**VAE, "latent_channels": 4, **overrides})
 
 
+def flow_vae(scaling_factor: float, shift_factor: float):
+    """A VAE as SD3's and FLUX.1's: no quant convs, a scaling and a shift factor (4 latent channels here)."""
+    return vae(
+        latent_channels=4,
+        scaling_factor=scaling_factor,
+        shift_factor=shift_factor,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    )
+
+
+def t5_encoder(tok, d_model: int):
+    """A one-layer T5 encoder with T5 v1.1's gated GELU over ``tok``'s vocabulary (SD3's and FLUX.1's T5 slot)."""
+    from transformers import T5Config, T5EncoderModel
+
+    config = T5Config(
+        vocab_size=len(tok),
+        d_model=d_model,
+        d_kv=8,
+        d_ff=32,
+        num_layers=1,
+        num_heads=2,
+        relative_attention_num_buckets=8,
+        feed_forward_proj="gated-gelu",
+    )
+    return T5EncoderModel(config)
+
+
 def make_sd15(out: Path) -> Path:
     """StableDiffusionPipeline layout: unet, vae, text_encoder (CLIPTextModel), tokenizer, PNDM scheduler."""
     from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
@@ -217,7 +247,7 @@ def make_sdxl(out: Path) -> Path:
 def make_sd35m(out: Path) -> Path:
     """StableDiffusion3Pipeline layout: MMDiT-X transformer, CLIP-L and CLIP-G (projected), T5, flow scheduler."""
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
-    from transformers import CLIPTextModelWithProjection, T5Config, T5EncoderModel
+    from transformers import CLIPTextModelWithProjection
 
     tok, tok_2, tok_3 = clip_tokenizer(), clip_tokenizer(pad_token="!"), t5_tokenizer()
     proj, t5_dim = 16, 2 * CLIP_TEXT["hidden_size"]
@@ -236,28 +266,11 @@ def make_sd35m(out: Path) -> Path:
         dual_attention_layers=(0,),
         qk_norm="rms_norm",  # SD3.5-medium's MMDiT-X features
     )
-    t5 = T5EncoderModel(
-        T5Config(
-            vocab_size=len(tok_3),
-            d_model=t5_dim,
-            d_kv=8,
-            d_ff=32,
-            num_layers=1,
-            num_heads=2,
-            relative_attention_num_buckets=8,
-            feed_forward_proj="gated-gelu",
-        )
-    )
+    t5 = t5_encoder(tok_3, t5_dim)
     pipe = StableDiffusion3Pipeline(
         transformer=transformer,
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-        vae=vae(
-            latent_channels=4,
-            scaling_factor=1.5305,
-            shift_factor=0.0609,
-            use_quant_conv=False,
-            use_post_quant_conv=False,
-        ),
+        vae=flow_vae(scaling_factor=1.5305, shift_factor=0.0609),
         text_encoder=CLIPTextModelWithProjection(clip_text_config(tok, projection_dim=proj)),
         tokenizer=tok,
         text_encoder_2=CLIPTextModelWithProjection(clip_text_config(tok_2, projection_dim=proj)),
@@ -267,6 +280,51 @@ def make_sd35m(out: Path) -> Path:
     )
     pipe.save_pretrained(out, safe_serialization=True)
     return out
+
+
+def make_flux(out: Path, guidance_embeds: bool = True) -> Path:
+    """FluxPipeline layout: FLUX transformer (dev's guidance embedding, or none: schnell), CLIP-L (pooled only),
+    T5, a VAE with FLUX's scaling and shift factors (4 latent channels here, 16 in the release), the release's
+    scheduler config."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextModel
+
+    tok, tok_2 = clip_tokenizer(), t5_tokenizer()
+    tok_2.model_max_length = 512
+    t5_dim = 2 * CLIP_TEXT["hidden_size"]
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=4 * 4,  # 2x2 patches of the VAE's 4 latent channels, packed
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=t5_dim,
+        pooled_projection_dim=CLIP_TEXT["hidden_size"],
+        guidance_embeds=guidance_embeds,
+        axes_dims_rope=(4, 4, 8),  # sums to attention_head_dim
+    )
+    t5 = t5_encoder(tok_2, t5_dim)
+    # The releases' scheduler configs: dev shifts with the resolution, schnell does not shift at all.
+    shift = dict(shift=3.0, use_dynamic_shifting=True) if guidance_embeds else dict(shift=1.0)
+    pipe = FluxPipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(
+            base_image_seq_len=256, base_shift=0.5, max_image_seq_len=4096, max_shift=1.15, **shift
+        ),
+        vae=flow_vae(scaling_factor=0.3611, shift_factor=0.1159),
+        text_encoder=CLIPTextModel(clip_text_config(tok)),
+        tokenizer=tok,
+        text_encoder_2=t5,
+        tokenizer_2=tok_2,
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def make_flux_schnell(out: Path) -> Path:
+    """FLUX.1-schnell's layout: as ``make_flux`` without the guidance embedding."""
+    return make_flux(out, guidance_embeds=False)
 
 
 def make_aesthetic(out: Path) -> Path:
@@ -415,6 +473,8 @@ BUILDERS = {
     "sd15": make_sd15,
     "sdxl": make_sdxl,
     "sd35m": make_sd35m,
+    "flux_dev": make_flux,
+    "flux_schnell": make_flux_schnell,
     "aesthetic": make_aesthetic,
     "pickscore": make_clip_reward,
     "clipscore": make_clip_reward,
