@@ -82,3 +82,12 @@ def toy_cfg(toy_model_dir):
         return compose(*base, *overrides)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module: on a busy 2-core machine more threads spin-wait (10-100x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
