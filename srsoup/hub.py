@@ -6,6 +6,9 @@ lookup); anything else is a hub id, fetched into the hub cache unless ``local_fi
 ``HF_HUB_OFFLINE``). Gated models take their token from the environment (``HF_TOKEN`` or ``huggingface-cli
 login``), never from a config. Any failure while loading becomes one line that names what is missing and the
 ``huggingface-cli download`` command that fetches it.
+
+``init: random`` needs no files: a model or reward is built at its published architecture from configs shipped with
+srsoup (``check_init``, ``check_shipped``), so any setting that asks for other files is an error there.
 """
 
 from __future__ import annotations
@@ -20,6 +23,30 @@ from pathlib import Path
 from srsoup.errors import SrsoupError
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
+#: ``model.init`` / ``rewards.<name>.init``: load the released weights, or build the architecture with random ones
+INITS = ("pretrained", "random")
+
+
+def check_init(key: str, init: str) -> str:
+    """``init`` itself, or one line naming the valid values."""
+    if init not in INITS:
+        raise SrsoupError(f"{key}={init!r}; valid: {', '.join(INITS)}")
+    return init
+
+
+def check_shipped(key: str, value, shipped, what: str) -> None:
+    """``init: random`` builds ``what`` from configs shipped with srsoup: a setting asking for other files fails.
+
+    ``value`` may be null or what the configs were shipped at (``shipped``); a revision shipped as null (configs
+    that cite no pinned commit) also accepts ``main``.
+    """
+    valid = [shipped] if shipped is not None else (["main"] if key.endswith("revision") else [])
+    if value is None or value in valid:
+        return
+    raise SrsoupError(
+        f"{key}={value!r} cannot be had offline: init=random builds {what} from the configs shipped with srsoup; "
+        f"valid: {' or '.join([*map(str, valid), 'null'])}"
+    )
 
 
 def offline_default(local_files_only: bool | None) -> bool:

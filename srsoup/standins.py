@@ -1,13 +1,18 @@
-"""Tokenizer stand-ins built offline: the real transformers tokenizer classes over small vocabularies.
+"""Stand-ins built offline: tokenizers over small vocabularies, and models at a config's size with random weights.
 
 A release's own vocabulary (CLIP's BPE merges, T5's SentencePiece model, BERT's WordPiece, Gemma's) needs the hub.
 These stand-ins keep the class, the special tokens and the padding/truncation behaviour, so every prompt tokenizes
 to the real sequence length (77 CLIP tokens, T5's 256 or 512, ...) with ids inside the model's vocabulary, only
 character by character. Used by ``model.init=random`` / ``rewards.<name>.init=random`` and by the tiny test copies
 (``python -m srsoup.testing.checkpoints``).
+
+``random_module`` builds any diffusers or transformers model class from its config with random weights, directly on
+the target device (on ``meta`` it takes no memory: sizes and shapes only).
 """
 
 from __future__ import annotations
+
+import torch
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -87,3 +92,28 @@ def standin_tokenizer(config: dict):
         raise ValueError(f"no tokenizer stand-in for {cls or 'an unnamed tokenizer class'}")
     tok.model_max_length = length
     return tok
+
+
+def random_module(cls, config, device: torch.device | str | None = None, dtype=torch.float32, **kwargs):
+    """``cls`` (a diffusers or transformers model class) built from ``config`` (a dict, or a transformers config)
+    with random weights on ``device``, in ``dtype``, in eval mode; ``kwargs`` go to the constructor."""
+    with torch.device(device or "cpu"):
+        if cls.__module__.startswith("transformers"):
+            if isinstance(config, dict):
+                config = cls.config_class.from_dict(config)
+            model = cls(config, **kwargs)
+        else:
+            model = cls.from_config(config, **kwargs)
+    if dtype != torch.float32:  # nn.Module.to: diffusers' own .to warns about modules kept in fp32
+        model = torch.nn.Module.to(model, dtype=dtype)
+    return model.eval()
+
+
+def stored_numel(module: torch.nn.Module) -> int:
+    """Elements of the tensors a checkpoint of ``module`` holds: parameters and saved buffers, tied ones once.
+
+    Release files and the figures published for them count these; ``parameters()`` alone can differ: SD3's
+    MMDiT keeps its fixed 384x384 sin-cos position table (226M elements) as a saved buffer.
+    """
+    unique = {id(t): t.numel() for t in module.state_dict(keep_vars=True).values()}
+    return sum(unique.values())

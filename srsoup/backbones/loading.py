@@ -25,11 +25,10 @@ from pathlib import Path
 import torch
 
 from srsoup.errors import SrsoupError
-from srsoup.hub import Source
+from srsoup.hub import INITS, Source, check_init, check_shipped  # noqa: F401 - INITS: re-exported
 
 log = logging.getLogger(__name__)
 
-INITS = ("pretrained", "random")
 CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
@@ -99,9 +98,7 @@ def open_components(
     key: str = "model.pretrained",
 ) -> Components:
     """The components of ``pretrained`` (hub id or folder), loaded (``init=pretrained``) or random (``random``)."""
-    if init not in INITS:
-        raise SrsoupError(f"model.init={init!r}; valid: {', '.join(INITS)}")
-    if init == "random":
+    if check_init(key.rsplit(".", 1)[0] + ".init", init) == "random":
         return RandomFolder.open(pretrained, revision, dtype, device, key)
     return PipelineFolder(Source.resolve(pretrained, revision, local_files_only, key=key), dtype)
 
@@ -173,11 +170,8 @@ class RandomFolder(Components):
                 f"{', '.join(shipped_architectures())} or a local folder with the configs"
             )
         shipped = json.loads((root / "source.json").read_text())["revision"]
-        if revision not in (None, shipped):
-            raise SrsoupError(
-                f"init=random builds {pretrained} at revision {shipped} (the configs shipped); the revision "
-                f"{revision!r} cannot be had offline; valid: {shipped} or null"
-            )
+        revision_key = "model.revision" if key == "model.pretrained" else f"{key}_revision"
+        check_shipped(revision_key, revision, shipped, f"{pretrained} at revision {shipped or 'main (unpinned)'}")
         return cls(root, pretrained, dtype, device)
 
     def json(self, filename: str, subfolder: str | None = None) -> dict:
@@ -187,19 +181,23 @@ class RandomFolder(Components):
         return json.loads(path.read_text())
 
     def component(self, name: str | None, cls=None, dtype: torch.dtype | None = None):
-        cls = cls or self.component_class(name)
-        if "Tokenizer" in cls.__name__:
+        """``name`` (a subfolder; None = the folder itself, as a bare VAE repo) with random weights.
+
+        The class is ``cls``, else the one the index names, else the config's own (``_class_name`` of diffusers,
+        ``architectures`` of transformers).
+        """
+        from srsoup.standins import random_module, stored_numel
+
+        if cls is None and name in self.index:
+            cls = self.component_class(name)
+        if cls is not None and "Tokenizer" in cls.__name__:
             return self.tokenizer(name)
         config = self.json("config.json", name)
-        with torch.device(self.device):
-            if cls.__module__.startswith("transformers"):
-                model = cls(cls.config_class.from_dict(config))
-            else:
-                model = cls.from_config(config)
-        dtype = dtype or self.dtype
-        if dtype != torch.float32:  # nn.Module.to: diffusers' own .to warns about keeping modules in fp32
-            model = torch.nn.Module.to(model, dtype=dtype)
-        return model.eval()
+        cls = cls or _config_class(config, f"{self.name}/{name or ''}")
+        model = random_module(cls, config, self.device, dtype or self.dtype)
+        size = stored_numel(model) / 1e9
+        log.info("random %s of %s: %s, %.3gB weights", name or "model", self.name, cls.__name__, size)
+        return model
 
     def tokenizer(self, name: str = "tokenizer"):
         from srsoup.standins import standin_tokenizer
@@ -217,6 +215,17 @@ class RandomFolder(Components):
         config = self.json("config.json", subfolder)
         upcast = self.dtype == torch.float16 and config.get("force_upcast", False)
         return self.component(subfolder, cls or AutoencoderKL, torch.float32 if upcast else None)
+
+
+def _config_class(config: dict, where: str):
+    """The model class a ``config.json`` names: diffusers' ``_class_name`` or transformers' ``architectures``."""
+    if "_class_name" in config:
+        library, name = "diffusers", config["_class_name"]
+    elif config.get("architectures"):
+        library, name = "transformers", config["architectures"][0]
+    else:
+        raise SrsoupError(f"init=random: {where}config.json names no class (_class_name or architectures)")
+    return getattr(importlib.import_module(library), name)
 
 
 def separate_vae(

@@ -10,7 +10,8 @@ Weights, ``pretrained`` = a folder laid out as::
                                                  (or the same name with .safetensors)
 
 A folder without ``clip/`` takes CLIP from the ``clip`` hub id; ``pretrained: null`` takes both from the hub
-(``clip`` and ``mlp_repo``/``mlp_file``).
+(``clip`` and ``mlp_repo``/``mlp_file``). ``init: random``: CLIP ViT-L/14 and the MLP with random weights
+(srsoup.rewards.shipped).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from torch import nn
 from srsoup.devices import resolve_device
 from srsoup.errors import SrsoupError
 from srsoup.hub import Source
-from srsoup.rewards.clip import CLIP_L14, CLIP_L14_REVISION, ClipImagePreprocess, _pooled, load_clip
+from srsoup.rewards.clip import CLIP_L14, CLIP_L14_REVISION, ClipImagePreprocess, _pooled, load_clip, random_clip
+from srsoup.rewards.shipped import shipped_folder
 
 MLP_FILENAME = "sac+logos+ava1-l14-linearMSE.pth"
 MLP_KEYS = [f"layers.{i}.{p}" for i in (0, 2, 4, 6, 7) for p in ("weight", "bias")]
@@ -71,6 +73,14 @@ def load_mlp_state(path: str) -> dict[str, torch.Tensor]:
     return state
 
 
+def random_parts(folder: Path, *, device, dtype: torch.dtype) -> dict:
+    """``clip`` (CLIP ViT-L/14 from ``folder/clip/config.json``) and ``mlp`` (fp32), random weights."""
+    clip = random_clip(folder / "clip", device=device, dtype=dtype)
+    with torch.device(device):
+        mlp = AestheticMLP(clip.config.projection_dim)
+    return {"clip": clip, "mlp": mlp.eval()}
+
+
 class AestheticScore:
     """Callable ``(images [B,3,H,W] in [0,1], prompts) -> Tensor[B]``; the prompt plays no part."""
 
@@ -83,11 +93,18 @@ class AestheticScore:
         mlp_file: str = "aesthetic-model.pth",
         mlp_revision: str | None = None,
         local_files_only: bool | None = None,
+        init: str = "pretrained",
         device: str = "cpu",
         dtype: torch.dtype = torch.float32,
     ):
         self.device = resolve_device(device)
         self.dtype = dtype
+        folder = shipped_folder("aesthetic", init, pretrained=pretrained, clip=clip, clip_revision=clip_revision)
+        if folder is not None:
+            parts = random_parts(folder, device=self.device, dtype=dtype)
+            self.clip, self.mlp = parts["clip"], parts["mlp"]
+            self.preprocess = ClipImagePreprocess(self.clip.config.vision_config.image_size)
+            return
         if pretrained is not None:
             folder = Source.reward("aesthetic", pretrained)
             if not Path(folder.ref).is_dir():

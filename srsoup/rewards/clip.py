@@ -4,9 +4,13 @@ Loading a transformers CLIPModel and tokenizer from a ``hub.Source`` (one action
 image preprocessing done in torch on the device (short side resized to the model's input size with antialiased
 bicubic, centre crop, OpenAI mean/std) on images in [0, 1], so scoring never round-trips through PIL; normalized
 image and text embeddings with text features cached per prompt (a step scores K candidates of one prompt).
+``init: random``: a CLIPModel at a shipped config's size with random weights and a stand-in tokenizer
+(``random_clip_parts``, see ``srsoup.rewards.shipped``).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +30,23 @@ def load_clip(src: Source, *, device: str, dtype: torch.dtype):
     with src.loading():
         model = CLIPModel.from_pretrained(src.ref, dtype=dtype, **src.kwargs)
     return model.to(device).eval()
+
+
+def random_clip(folder: Path, *, device, dtype: torch.dtype):
+    """A CLIPModel at the architecture of ``folder/config.json``, random weights, in eval mode on ``device``."""
+    from transformers import CLIPModel
+
+    from srsoup.rewards.shipped import read_json
+    from srsoup.standins import random_module
+
+    return random_module(CLIPModel, read_json(folder, "config.json"), device, dtype)
+
+
+def random_clip_parts(folder: Path, *, device, dtype: torch.dtype) -> dict:
+    """``clip`` (``random_clip``) and ``tokenizer`` (the stand-in ``folder/tokenizer_config.json`` describes)."""
+    from srsoup.rewards.shipped import tokenizer
+
+    return {"clip": random_clip(folder, device=device, dtype=dtype), "tokenizer": tokenizer(folder)}
 
 
 def load_tokenizer(src: Source):

@@ -23,7 +23,8 @@ gives the same ids for ordinary prompts).
     <folder>/tokenizer/                 optional: a CLIP tokenizer; default the ``tokenizer`` hub id
 
 or a transformers CLIP folder (``config.json`` + weights + tokenizer) already converted; ``pretrained: null`` takes
-the checkpoint from the hub (``repo``/``checkpoint``).
+the checkpoint from the hub (``repo``/``checkpoint``). ``init: random``: ViT-H-14 with random weights, built as a
+checkpoint is (``clip_config``), with a stand-in tokenizer (srsoup.rewards.shipped).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from srsoup.devices import resolve_device
 from srsoup.errors import SrsoupError
 from srsoup.hub import Source
 from srsoup.rewards.clip import CLIP_L14, CLIP_L14_REVISION, ClipScorer, load_clip, load_tokenizer
+from srsoup.rewards.shipped import shipped_folder
 
 DEFAULT_CHECKPOINT = "HPS_v2.1_compressed.pt"
 # open_clip's src/open_clip/model_configs/ViT-H-14.json
@@ -182,6 +184,20 @@ def load_hps_checkpoint(path: str, arch: dict, tokenizer, *, device: str, dtype:
     return model.to(device=device, dtype=dtype).eval()
 
 
+def random_parts(folder: Path, *, device, dtype: torch.dtype) -> dict:
+    """``clip``: the CLIPModel of ``folder/open_clip_config.json`` with random weights; ``tokenizer``: the stand-in
+    ``folder/tokenizer/`` describes."""
+    from transformers import CLIPModel
+
+    from srsoup.rewards import shipped
+    from srsoup.standins import random_module
+
+    tok = shipped.tokenizer(folder / "tokenizer")
+    cfg = shipped.read_json(folder, "open_clip_config.json")
+    model = random_module(CLIPModel, clip_config(cfg.get("model_cfg", cfg), tok), device, dtype)
+    return {"clip": model, "tokenizer": tok}
+
+
 class HPSv2:
     def __init__(
         self,
@@ -192,10 +208,17 @@ class HPSv2:
         tokenizer: str = CLIP_L14,
         tokenizer_revision: str | None = CLIP_L14_REVISION,
         local_files_only: bool | None = None,
+        init: str = "pretrained",
         device: str = "cpu",
         dtype: torch.dtype = torch.float32,
     ):
         dev = resolve_device(device)
+        hub = dict(repo=repo, revision=revision, tokenizer=tokenizer, tokenizer_revision=tokenizer_revision)
+        folder = shipped_folder("hpsv2", init, pretrained=pretrained, **hub)
+        if folder is not None:
+            parts = random_parts(folder, device=dev, dtype=dtype)
+            self.scorer = ClipScorer(parts["clip"], parts["tokenizer"], device=dev, dtype=dtype, mode="pad")
+            return
         tok_src = Source.reward("hpsv2", tokenizer, tokenizer_revision, local_files_only)
         arch = VIT_H_14
         if pretrained is not None:

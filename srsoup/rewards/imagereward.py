@@ -23,6 +23,9 @@ layout); score = (r − 0.16717362830052426) / 1.0333394966054072.
     <folder>/vision_config.json    optional (srsoup's, not the release's): ``BlipVisionConfig`` fields for a ViT
                                    whose heads are not 64 wide (the tiny test copies); sizes come from the weights
     <folder>/tokenizer/            optional: a BERT tokenizer; default the ``tokenizer`` hub id
+
+``init: random``: both towers and the MLP at ImageReward's size (BLIP ViT-L/16, BERT-base with cross-attention)
+with random weights and a stand-in WordPiece, from this layout without the checkpoint (srsoup.rewards.shipped).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from srsoup.errors import SrsoupError
 from srsoup.hub import Source
 from srsoup.rewards.aesthetic import MLP_KEYS, AestheticMLP
 from srsoup.rewards.clip import ClipImagePreprocess, load_tokenizer
+from srsoup.rewards.shipped import shipped_folder
 
 DEFAULT_REPO = "THUDM/ImageReward"
 DEFAULT_CHECKPOINT = "ImageReward.pt"
@@ -124,26 +128,27 @@ def split_image_reward_state(state: dict[str, torch.Tensor]) -> tuple[dict, dict
     return vision, text, mlp
 
 
-def vision_config(vision_state: dict[str, torch.Tensor], overrides: dict | None = None):
-    """A ``BlipVisionConfig`` sized from the converted weights (width, depth, MLP, patch, image size)."""
+def vision_config(vision_state: dict[str, torch.Tensor] | None, overrides: dict | None = None):
+    """A ``BlipVisionConfig`` sized from the converted weights (width, depth, MLP, patch, image size), or (no
+    weights: ``init: random``) from ``overrides`` alone."""
     from transformers import BlipVisionConfig
 
-    width = vision_state["embeddings.class_embedding"].shape[-1]
-    patch = vision_state["embeddings.patch_embedding.weight"].shape[-1]
-    positions = vision_state["embeddings.position_embedding"].shape[1] - 1
-    grid = int(round(positions**0.5))
-    if grid * grid != positions:
-        raise ValueError(f"pos_embed holds {positions} patch positions, not a square grid")
-    cfg = dict(
-        hidden_size=width,
-        intermediate_size=vision_state["encoder.layers.0.mlp.fc1.weight"].shape[0],
-        num_hidden_layers=_layers(vision_state, "encoder.layers."),
-        num_attention_heads=max(width // VIT_HEAD_WIDTH, 1),
-        image_size=grid * patch,
-        patch_size=patch,
-        hidden_act="gelu",  # timm's nn.GELU: the exact (erf) GELU
-        layer_norm_eps=VIT_LAYER_NORM_EPS,
-    )
+    cfg = dict(hidden_act="gelu", layer_norm_eps=VIT_LAYER_NORM_EPS)  # timm's nn.GELU: the exact (erf) GELU
+    if vision_state is not None:
+        width = vision_state["embeddings.class_embedding"].shape[-1]
+        patch = vision_state["embeddings.patch_embedding.weight"].shape[-1]
+        positions = vision_state["embeddings.position_embedding"].shape[1] - 1
+        grid = int(round(positions**0.5))
+        if grid * grid != positions:
+            raise ValueError(f"pos_embed holds {positions} patch positions, not a square grid")
+        cfg.update(
+            hidden_size=width,
+            intermediate_size=vision_state["encoder.layers.0.mlp.fc1.weight"].shape[0],
+            num_hidden_layers=_layers(vision_state, "encoder.layers."),
+            num_attention_heads=max(width // VIT_HEAD_WIDTH, 1),
+            image_size=grid * patch,
+            patch_size=patch,
+        )
     return BlipVisionConfig(**{**cfg, **(overrides or {})})
 
 
@@ -226,17 +231,38 @@ def _read_json(path: str) -> dict:
         raise SrsoupError(f"reward 'imagereward': cannot read {path}: {err}".splitlines()[0]) from None
 
 
-def blip_tokenizer(src: Source, vocab_size: int):
-    """bert-base-uncased's WordPiece plus the specials BLIP adds (``[DEC]`` as bos, ``[ENC]``)."""
-    tok = load_tokenizer(src)
+def blip_tokenizer(tok, vocab_size: int, ref: str):
+    """A BERT WordPiece (bert-base-uncased's, from ``ref``) plus the specials BLIP adds (``[DEC]`` as bos,
+    ``[ENC]``)."""
     tok.add_special_tokens({"bos_token": "[DEC]"})
     tok.add_special_tokens({"additional_special_tokens": ["[ENC]"]})
     if len(tok) > vocab_size:
         raise SrsoupError(
-            f"reward 'imagereward': the tokenizer {src.ref} has {len(tok)} tokens but the text encoder's "
+            f"reward 'imagereward': the tokenizer {ref} has {len(tok)} tokens but the text encoder's "
             f"vocabulary only {vocab_size}; set rewards.imagereward.tokenizer to a bert-base-uncased tokenizer"
         )
     return tok
+
+
+def random_parts(folder: Path, *, device, dtype: torch.dtype) -> dict:
+    """``vision``, ``text`` and ``mlp`` (fp32) at the size ``folder``'s med_config.json and vision_config.json say,
+    with random weights; ``tokenizer``: the stand-in WordPiece of ``folder/tokenizer/`` with BLIP's specials."""
+    from transformers import BlipTextModel, BlipVisionModel
+
+    from srsoup.rewards import shipped
+    from srsoup.standins import random_module
+
+    med = shipped.read_json(folder, MED_CONFIG)
+    v_cfg = vision_config(None, shipped.read_json(folder, VISION_CONFIG))
+    t_cfg = text_config(med, v_cfg.hidden_size)
+    with torch.device(device):
+        mlp = AestheticMLP(t_cfg.hidden_size)
+    return {
+        "vision": random_module(BlipVisionModel, v_cfg, device, dtype),
+        "text": random_module(BlipTextModel, t_cfg, device, dtype, add_pooling_layer=False),
+        "mlp": mlp.eval(),
+        "tokenizer": blip_tokenizer(shipped.tokenizer(folder / "tokenizer"), t_cfg.vocab_size, "(stand-in)"),
+    }
 
 
 class ImageRewardScore:
@@ -250,11 +276,20 @@ class ImageRewardScore:
         tokenizer: str = BERT_BASE_UNCASED,
         tokenizer_revision: str | None = None,
         local_files_only: bool | None = None,
+        init: str = "pretrained",
         device: str = "cpu",
         dtype: torch.dtype = torch.float32,
     ):
         self.device = resolve_device(device)
         self.dtype = dtype
+        hub = dict(revision=revision, tokenizer=tokenizer, tokenizer_revision=tokenizer_revision)
+        folder = shipped_folder("imagereward", init, pretrained=pretrained, **hub)
+        if folder is not None:
+            parts = random_parts(folder, device=self.device, dtype=dtype)
+            self.vision, self.text, self.mlp = parts["vision"], parts["text"], parts["mlp"]
+            self.tokenizer = parts["tokenizer"]
+            self.preprocess = ClipImagePreprocess(self.vision.config.image_size)
+            return
         src = Source.reward("imagereward", pretrained, revision, local_files_only)
         tok_src = None
         vision_overrides = None
@@ -271,7 +306,8 @@ class ImageRewardScore:
         ckpt_path, med_path = src.files(checkpoint, MED_CONFIG)
         tok_src = tok_src or Source.reward("imagereward", tokenizer, tokenizer_revision, local_files_only)
         med = _read_json(med_path)
-        self.tokenizer = blip_tokenizer(tok_src, int(med.get("vocab_size", BERT_DEFAULTS["vocab_size"])))
+        vocab = int(med.get("vocab_size", BERT_DEFAULTS["vocab_size"]))
+        self.tokenizer = blip_tokenizer(load_tokenizer(tok_src), vocab, tok_src.ref)
         self.vision, self.text, self.mlp = load_image_reward(
             ckpt_path, med, vision_overrides, device=str(self.device), dtype=dtype
         )
