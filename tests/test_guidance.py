@@ -241,3 +241,43 @@ def test_zero_terminal_snr_scheduler_is_refused_before_it_makes_nan(toy_model_di
         backbone.set_steps(4)
     backbone.scheduler = build_scheduler()  # the embedded model's sampling schedule: starts at alpha_bar > 0
     assert backbone.set_steps(4)[0] == 999.0
+
+
+@pytest.mark.parametrize("k_soup,extra", [(6, []), (2, [[0.5, 0.5]]), (4, [[0.25, 0.75], [0.75, 0.25]])])
+def test_srsoup_anchor_k_and_extra_anchors_count_exactly(toy_backbone, k_soup, extra):
+    names = ["colorfulness", "brightness"]
+    weights = weight_grid(None, 4, names)  # 0, .25, .5, .75, 1: L=5
+    T, K, S = 4, 3, 3
+    result, g, evals, rewards = run_group(
+        toy_backbone,
+        "srsoup",
+        names,
+        weights,
+        T,
+        num_candidates=K,
+        soup_end_step=S,
+        soup_num_candidates=k_soup,
+        extra_anchors=extra,
+    )
+    nz = sum(sum(1 for x in w if x > 0) for w in weights)
+    sharers = 2 + len(extra)
+    sharer_nz = 2 + 2 * len(extra)
+    queries = S * k_soup * sharer_nz + (T - S) * K * nz
+    evals_expected = T * len(weights) + S * k_soup * sharers + (T - 1 - S) * len(weights) * K
+    plan = g.plan(T)
+    assert plan.reward_queries == queries == int(result.queries.sum()) == sum(r.queries for r in rewards.values())
+    assert plan.denoiser_evals == evals_expected == evals == int(result.evals.sum())
+    # Extra anchors query their own candidates in the soup window; the other mixed chains query nothing there.
+    soup_rows = [r for r in result.trace if r["step"] < S]
+    for c, w in enumerate(weights):
+        phases = {r["phase"] for r in soup_rows if r["weight_idx"] == c}
+        assert phases == ({"soup_anchor"} if max(w) == 1 or w in extra else {"soup"}), (c, phases)
+
+
+def test_srsoup_extra_anchor_must_be_a_grid_weight():
+    from srsoup.errors import SrsoupError
+    from srsoup.spec import build_spec
+    from tests.conftest import compose
+
+    with pytest.raises(SrsoupError, match=r"extra_anchors: \[0.3, 0.7\] is not a weight of the grid"):
+        build_spec(compose("device=cpu", "guidance.extra_anchors=[[0.3,0.7]]"))

@@ -129,14 +129,18 @@ class Guidance(ABC):
     def phase(self, step: int, num_steps: int) -> str:
         return self.name
 
+    def step_candidates(self, step: int, num_steps: int) -> int:
+        """K at ``step`` (a method may draw more candidates in some steps than in others)."""
+        return self.num_candidates
+
     # --- counts -------------------------------------------------------------------------------------------
     def plan(self, num_steps: int) -> Plan:
         """Reward queries per reward and denoiser evals for one group (DESIGN §1 counting rules)."""
-        k = self.num_candidates
         queries = torch.zeros(len(self.reward_names), dtype=torch.long)
         phases: dict[str, dict[str, int]] = {}
         decodes = self.num_chains
         for step in range(num_steps):
+            k = self.step_candidates(step, num_steps)
             drawers = self.candidate_plan(step, num_steps)
             step_queries = sum((k * mask.long() for _, mask in drawers), torch.zeros_like(queries))
             queries += step_queries
@@ -152,7 +156,7 @@ class Guidance(ABC):
             denoiser_evals=sum(p["denoiser_evals"] for p in phases.values()),
             chains=self.num_chains,
             steps=num_steps,
-            num_candidates=k,
+            num_candidates=self.num_candidates,
             phases=phases,
             decodes=decodes,
         )

@@ -10,6 +10,10 @@ Mean corrections (DESIGN §1): ``reference`` ε̃ = ε_k + (μ_m − μ_w), resc
 paper's code); ``exact`` ε̃ = ε_k + (μ_m − μ_w)/σ, so μ_w + σ·ε̃ is the anchor's candidate itself; ``off``.
 ``switch=adaptive`` (beyond the paper) lets each chain leave the soup once its per-dimension Bhattacharyya
 coefficient to an anchor it weighs falls below ``switch_threshold``, instead of one fixed step for all.
+Also beyond the paper: ``soup_num_candidates`` gives the anchors their own K inside the window (the queries the
+soup saves can buy more candidates where they are shared), and ``extra_anchors`` makes some mixed weights of the
+grid anchors too (they draw and score their own candidates under every reward they weigh); a soup chain then
+reuses, for each reward, the candidates of the sharer of that reward whose step mean is nearest its own.
 """
 
 from __future__ import annotations
@@ -53,9 +57,16 @@ class SRSoup(WeightedSum):
         mean_correction: str = "reference",
         switch: str = "fixed",
         switch_threshold: float = 0.5,
+        soup_num_candidates: int | None = None,
+        extra_anchors: list[list[float]] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        k_soup = self.num_candidates if soup_num_candidates is None else soup_num_candidates
+        self.soup_num_candidates = check_count("guidance.soup_num_candidates", k_soup, 1, "anchor K in the soup")
+        if self.antithetic and k_soup % 2:
+            raise ValueError(f"guidance.soup_num_candidates={k_soup} must be even with guidance.antithetic=true")
+        self.extra_anchors = [[float(x) for x in row] for row in (extra_anchors or [])]
         self.mean_correction = check_choice("guidance.mean_correction", mean_correction, MEAN_CORRECTIONS)
         self.switch = check_choice("guidance.switch", switch, SWITCHES)
         self.soup_start_step = check_count("guidance.soup_start_step", soup_start_step, 0, "first soup step")
@@ -68,6 +79,7 @@ class SRSoup(WeightedSum):
             raise ValueError(f"guidance.switch_threshold={switch_threshold} must be in (0, 1]")
         self.switch_threshold = float(switch_threshold)
         self.anchors: dict[int, int] = {}
+        self.sharers: dict[int, list[int]] = {}  # reward index → chains whose candidates it scores in the soup
         self._left: set[int] = set()
 
     def setup(self, weights: torch.Tensor, reward_names: list[str]) -> None:
@@ -76,13 +88,34 @@ class SRSoup(WeightedSum):
         for m, name in enumerate(reward_names):
             if m not in self.anchors:
                 raise ValueError(f"the weight grid has no anchor (one-hot weight) for reward {name!r}")
+        rows = weights.tolist()
+        extra = []
+        for w in self.extra_anchors:
+            match = [
+                c
+                for c, row in enumerate(rows)
+                if len(row) == len(w) and max(map(abs, map(float.__sub__, row, w))) < 1e-9
+            ]
+            if not match:
+                raise ValueError(f"guidance.extra_anchors: {w} is not a weight of the grid; valid: {rows}")
+            extra.append(match[0])
+        self.sharers = {m: [a, *(c for c in extra if weights[c, m] > 0)] for m, a in self.anchors.items()}
 
     def summary_fields(self) -> dict:
         return {
             **super().summary_fields(),
             "soup_start_step": self.soup_start_step,
             "soup_end_step": self.soup_end_step,
+            "soup_num_candidates": self.soup_num_candidates,
         }
+
+    def step_candidates(self, step: int, num_steps: int) -> int:
+        return self.soup_num_candidates if self.in_window(step) else self.num_candidates
+
+    @property
+    def anchor_chains(self) -> set[int]:
+        """Chains that draw and score their own candidates in the soup window."""
+        return {c for chains in self.sharers.values() for c in chains}
 
     def start_group(self) -> None:
         self._left = set()
@@ -94,8 +127,8 @@ class SRSoup(WeightedSum):
         """Non-anchor chains that reuse the anchors' rewards at this step."""
         if not self.in_window(step):
             return []
-        anchor_rows = set(self.anchors.values())
-        return [c for c in range(len(self.weights)) if c not in anchor_rows and c not in self._left]
+        anchors = self.anchor_chains
+        return [c for c in range(len(self.weights)) if c not in anchors and c not in self._left]
 
     def candidate_plan(self, step: int, num_steps: int) -> list[tuple[int, torch.Tensor]]:
         soup = set(self.soup_chains(step))
@@ -141,13 +174,23 @@ class SRSoup(WeightedSum):
             if c in soup:
                 for m, w in enumerate(self.weights[c].tolist()):
                     if w > 0:
-                        a = self.anchors[m]
+                        a = self.nearest_sharer(m, c, mean)
                         tilde = corrected_directions(eps, mean[a], mean[c], sigma, self.mean_correction)
                         g[c] += w * torch.tensordot(z[(a, m)].to(tilde), tilde, dims=1)
                 phases.append("soup")
             else:
-                is_anchor = c in self.anchors.values()
-                g[c] = self.weighted_gradient(c, eps, z, top_k=in_window and is_anchor)
+                is_anchor = c in self.anchor_chains
+                onehot = c in self.anchors.values()  # the reference's compressibility trick is the anchors' only
+                g[c] = self.weighted_gradient(c, eps, z, top_k=in_window and onehot)
                 phases.append(("soup_anchor" if is_anchor else "weighted_sum") if in_window else "weighted_sum")
         ctx.stats.phase = phases
         return ctx.move(mean, g)
+
+    def nearest_sharer(self, m: int, chain: int, mean: torch.Tensor) -> int:
+        """The chain whose scored candidates of reward ``m`` a soup chain reuses: the one-hot anchor, or with
+        ``extra_anchors`` the sharer of reward m whose step distribution is nearest (largest overlap)."""
+        sharers = self.sharers[m]
+        if len(sharers) == 1:
+            return sharers[0]
+        distances = [float((mean[a] - mean[chain]).double().pow(2).sum()) for a in sharers]
+        return sharers[distances.index(min(distances))]

@@ -52,7 +52,7 @@ class WeightedSum(Guidance):
     # --- shared by the subclasses --------------------------------------------------------------------------
     def draw_and_score(self, ctx: StepContext, drawers: list[tuple[int, torch.Tensor]]):
         """Candidates μ_c + σ·ε_k for each drawing chain; returns the noise set and z[(chain, reward)] → [K]."""
-        k = self.num_candidates
+        k = self.step_candidates(ctx.step, ctx.num_steps)
         eps = ctx.noise(k, self.antithetic)
         if not drawers:
             return eps, {}
@@ -79,7 +79,7 @@ class WeightedSum(Guidance):
     def top_k(self, z: torch.Tensor, name: str) -> torch.Tensor:
         """The reference's anchor trick for compressibility: keep the top K/6 weights (off by default)."""
         if self.compress_tricks and name == self.compress_reward:
-            return keep_top(z, int(self.num_candidates * self.compress_top_fraction))
+            return keep_top(z, int(len(z) * self.compress_top_fraction))
         return z
 
     def weighted_gradient(self, chain: int, eps: torch.Tensor, z: dict, top_k: bool = False) -> torch.Tensor:
