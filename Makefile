@@ -8,7 +8,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-all lint format train-tiny eval-tiny pin-revisions demo report bench clean-venv
+.PHONY: help setup run test test-all lint format train-tiny eval-tiny pin-revisions demo report bench gpu-check clean-venv
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ report: setup  ## report on run or sweep dirs: make report DIRS="outputs/multiru
 
 bench: setup  ## query efficiency, overhead and memory benchmark on the embedded model (writes bench/)
 	$(BIN)/python scripts/bench.py $(ARGS)
+
+gpu-check: setup  ## on a CUDA machine (no network): SD1.5 paper setting + FLUX.1-dev, full size, random weights (< 10 min; writes gpu-check/)
+	$(BIN)/python -m srsoup.planning.gpu_check --out gpu-check $(ARGS)
 
 EXPERIMENTS := $(basename $(notdir $(wildcard srsoup/conf/experiment/*.yaml)))
 REPRODUCE := $(addprefix reproduce-,$(EXPERIMENTS))

@@ -32,13 +32,18 @@ class FlopTally(TorchFunctionMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         if func is F.linear:
-            x, weight = args[0], args[1]
+            x, weight = (
+                (args[0], args[1])
+                if len(args) > 1
+                else (kwargs.get("input", args[0] if args else None), kwargs["weight"])
+            )
             self.flops += 2 * (x.numel() // x.shape[-1]) * weight.shape[0] * weight.shape[1]
         elif func in (F.conv1d, F.conv2d, F.conv3d):
             weight = args[1]  # [C_out, C_in / groups, *kernel]
             self.flops += 2 * math.prod(weight.shape[1:]) * out.numel()
         elif func is F.scaled_dot_product_attention:
-            q, k = args[0], args[1]
+            q = args[0] if args else kwargs["query"]
+            k = args[1] if len(args) > 1 else kwargs["key"]
             batch_heads = math.prod(q.shape[:-2])
             self.flops += 4 * batch_heads * q.shape[-2] * k.shape[-2] * q.shape[-1]
             self.attention_scores = max(self.attention_scores, batch_heads * q.shape[-2] * k.shape[-2])
