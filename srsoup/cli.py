@@ -1,4 +1,4 @@
-"""``srsoup run [overrides]`` (Hydra) and ``srsoup report DIR...``: parse the subcommand and hand over."""
+"""``srsoup run [overrides]`` (Hydra), ``srsoup report DIR...``, ``srsoup bench``: parse, then hand over."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ commands:
   run      sweep the preference weights and save images, rewards.csv, trace.csv, summary.json
            (Hydra: `srsoup run model=sd15 guidance=weighted_sum`, `-m` for sweeps, `--help` for options)
   report   Pareto fronts, hypervolume and image grids from run or sweep dirs (`srsoup report --help`)
+  bench    query efficiency, overhead and memory of the methods, every configuration a real run; KEY=VALUE
+           overrides go to every run (`srsoup bench --quick model=sd15 model.pretrained=DIR`, `--help`)
 """
 
 _state = {"task_started": False}
@@ -78,12 +80,19 @@ def main(argv: list[str] | None = None) -> int:
         from srsoup.report import main as report_main
 
         return report_main(rest)
+    if command == "bench":
+        from srsoup.bench import main as bench_main
+
+        return bench_main(rest)
     if command in ("--version", "version"):
         from srsoup import __version__
 
         print(f"srsoup {__version__}")
         return 0
-    print(f"srsoup: error: unknown command {command!r}; valid: run, report (see srsoup --help)", file=sys.stderr)
+    print(
+        f"srsoup: error: unknown command {command!r}; valid: run, report, bench (see srsoup --help)",
+        file=sys.stderr,
+    )
     return 2
 
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny random-weight model in the embedded layout, config composition, offline hub."""
+"""Shared fixtures: a tiny model in the embedded layout, tiny hub copies, config composition, offline hub."""
 
 from __future__ import annotations
 
@@ -42,6 +42,16 @@ def toy_model_dir(tmp_path_factory):
         build_scheduler(),
         dtype=torch.float32,
     )
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """srsoup.testing.checkpoints run into a temporary folder (once per session): tiny hub models and rewards."""
+    from srsoup.testing.checkpoints import make_all
+
+    out = tmp_path_factory.mktemp("tiny_ckpts")
+    make_all(out)
     return out
 
 

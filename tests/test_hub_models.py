@@ -34,16 +34,6 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory) -> Path:
-    """srsoup.testing.checkpoints run into a temporary folder (once per session)."""
-    from srsoup.testing.checkpoints import make_all
-
-    out = tmp_path_factory.mktemp("tiny_ckpts")
-    make_all(out)
-    return out
-
-
 def load(name: str, tiny: Path, **kwargs):
     if name == "sd15":
         from srsoup.backbones.ddim import DDIMBackbone
