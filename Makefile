@@ -56,8 +56,8 @@ demo: setup  ## embedded model: srsoup, weighted_sum and none, then the report (
 report: setup  ## report on run or sweep dirs: make report DIRS="outputs/multirun/..."
 	$(BIN)/srsoup report $(DIRS)
 
-bench: setup  ## query efficiency, overhead and memory benchmark on the embedded model (writes bench/)
-	$(BIN)/python scripts/bench.py $(ARGS)
+bench: setup  ## query efficiency, overhead and memory benchmark on the embedded model (writes bench/; ARGS=flags, overrides)
+	$(BIN)/srsoup bench $(ARGS)
 
 gpu-check: setup  ## on a CUDA machine (no network): SD1.5 paper setting + FLUX.1-dev, full size, random weights (< 10 min; writes gpu-check/)
 	$(BIN)/python -m srsoup.planning.gpu_check --out gpu-check $(ARGS)

@@ -1,4 +1,4 @@
-"""``srsoup run [overrides]`` (Hydra) and ``srsoup report DIR...``: parse the subcommand and hand over."""
+"""``srsoup run [overrides]`` (Hydra), ``srsoup report DIR...``, ``srsoup bench``: parse, then hand over."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ commands:
   plan     what a run will cost before anything is loaded: counts, parameters, memory, FLOPs, time
            (`srsoup plan model=sd15 experiment=...`, same overrides as run; `srsoup plan --help`)
   report   Pareto fronts, hypervolume and image grids from run or sweep dirs (`srsoup report --help`)
+  bench    query efficiency, overhead and memory of the methods, every configuration a real run; KEY=VALUE
+           overrides go to every run (`srsoup bench --quick model=sd15 model.pretrained=DIR`, `--help`)
 """
 
 _state = {"task_started": False}
@@ -84,13 +86,17 @@ def main(argv: list[str] | None = None) -> int:
         from srsoup.report import main as report_main
 
         return report_main(rest)
+    if command == "bench":
+        from srsoup.bench import main as bench_main
+
+        return bench_main(rest)
     if command in ("--version", "version"):
         from srsoup import __version__
 
         print(f"srsoup {__version__}")
         return 0
     print(
-        f"srsoup: error: unknown command {command!r}; valid: run, plan, report (see srsoup --help)",
+        f"srsoup: error: unknown command {command!r}; valid: run, plan, report, bench (see srsoup --help)",
         file=sys.stderr,
     )
     return 2

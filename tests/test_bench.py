@@ -1,32 +1,35 @@
-"""scripts/bench.py at toy sizes: the results it writes, and that every run's counts equal the plan."""
+"""`srsoup bench` at toy sizes: its outputs, counts equal to the plan, overhead from timers, child processes,
+the analysis of a subset, another backbone by overrides, and the committed results re-rendered byte for byte."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+from srsoup import bench
+from srsoup.bench import analyse, execute, plan
 from srsoup.guidance import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts" / "bench.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench"] = module  # dataclasses resolve string annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models gain nothing from intra-op threads; on a busy 2-core machine they spin-wait (10-100x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
-def quick_results(bench, toy_model_dir, tmp_path_factory):
+def quick_results(toy_model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    assert bench.main(["--quick", "--in-process", "--model-path", str(toy_model_dir), "--out", str(out)]) == 0
+    argv = ["--quick", "--in-process", "--out", str(out), f"model.pretrained={toy_model_dir}"]
+    assert bench.main(argv) == 0
     return out, json.loads((out / "results.json").read_text())
 
 
@@ -62,8 +65,7 @@ def test_quick_bench_writes_the_three_outputs_with_the_expected_keys(quick_resul
     assert not {"weighted_sum_B120", "srsoup_end2_B120"} & names
     qe = res["analysis"]["query_efficiency"]
     assert qe["meets"] == (qe["cheapest_run"] is not None and qe["cheapest_run"]["query_ratio"] <= 0.5)
-    if "best_of_n" in METHODS:  # compared at equal budgets when the method exists
-        assert {f"best_of_n_B{b}" for b in budgets} <= names
+    assert "best_of_n" in METHODS and {f"best_of_n_B{b}" for b in budgets} <= names
 
 
 def test_every_run_makes_exactly_the_planned_queries_and_evals(quick_results):
@@ -85,35 +87,40 @@ def test_every_run_makes_exactly_the_planned_queries_and_evals(quick_results):
     assert same and all(r["reward_queries"] == ws["reward_queries"] for r in same)
 
 
-def test_overhead_replays_exactly_the_calls_the_run_made(quick_results):
-    _, res = quick_results
+def test_overhead_comes_from_the_runs_own_timers(quick_results):
+    out, res = quick_results
     ov = res["overhead"]
-    assert ov["run"] == "srsoup_end2"
-    assert ov["recorded_match_summary"] == {"denoiser_evals": True, "reward_queries": True}
+    assert ov["run"] == "srsoup_end2" and ov["run_dir"] == "overhead_srsoup_end2"
     run = next(r for r in res["runs"] if r["name"] == "srsoup_end2")
-    assert ov["calls"]["denoiser_items"] == run["denoiser_evals"]
-    assert ov["calls"]["guidance_reward_queries"] == run["reward_queries"]
-    assert ov["bare_model_seconds"] > 0 and ov["ratio_wall"] > 0
+    # The overhead run is the same configuration as srsoup_end2, counted alike and as planned.
+    assert ov["counts"]["denoiser_evals"] == ov["plan_denoiser_evals"] == run["denoiser_evals"]
+    assert ov["counts"]["reward_queries"] == run["reward_queries"]
+    summary = json.loads((out / res["settings"]["run_dirs"] / ov["run_dir"] / "summary.json").read_text())
+    assert ov["model_seconds"] == summary["timing"]["model_seconds"]
+    assert ov["in_run_seconds"]["denoiser"] > 0 and ov["load_seconds"] > 0
+    assert 0 < ov["model_seconds"] <= ov["wall_seconds"] and ov["ratio_wall"] >= 1
+    assert 0 < ov["group_model_seconds"] <= ov["group_loop_seconds"] <= ov["wall_seconds"]
+    assert ov["ratio_group_loop"] == pytest.approx(ov["group_loop_seconds"] / ov["group_model_seconds"], abs=2e-3)
+    assert "from the timers beside its counters" in (out / "results.md").read_text()
 
 
-def test_child_process_reports_its_own_peak_rss(bench, toy_model_dir, tmp_path):
+def test_child_process_reports_its_own_peak_rss(toy_model_dir, tmp_path):
     """One configuration through the child-process path (as the full benchmark runs every one)."""
-    args = bench.parse_args(["--quick", "--model-path", str(toy_model_dir)])
+    settings = plan.Settings.of(quick=True)
     overrides = [
-        *bench.base_overrides(args, ["a red circle on a blue background"], [0]),
-        "guidance=srsoup",
-        "guidance.num_candidates=4",
-        "guidance.soup_end_step=2",
+        *plan.base_overrides(settings, ["a red circle on a blue background"], [0]),
+        *plan.srsoup(4, 2),
+        f"model.pretrained={toy_model_dir}",
     ]
-    side = bench.launch(bench.RunDef("srsoup", "srsoup", overrides), tmp_path, in_process=False)
+    side = execute.launch(plan.RunDef("srsoup", "srsoup", overrides), tmp_path, in_process=False)
     assert "error" not in side, (tmp_path / "srsoup.log").read_text()
     assert 0 < side["rss_after_imports_mb"] <= side["peak_rss_mb"]
     assert json.loads((tmp_path / "srsoup" / "summary.json").read_text())["status"] == "complete"
-    again = bench.launch(bench.RunDef("srsoup", "srsoup", overrides), tmp_path, in_process=False)
+    again = execute.launch(plan.RunDef("srsoup", "srsoup", overrides), tmp_path, in_process=False)
     assert again["cached"] and again["peak_rss_mb"] == side["peak_rss_mb"]
 
 
-def test_analysis_without_weighted_sum_or_best_of_n_says_so(bench):
+def test_analysis_without_weighted_sum_or_best_of_n_says_so():
     """A subset (--only, or a failed baseline) yields "no runs" / "not measured", not a crash or a verdict."""
     groups = {"p0_s0": [[130.0, -1.2], [150.0, -1.3]], "p1_s0": [[132.0, -1.1], [148.0, -1.25]]}
     rec = {
@@ -129,6 +136,33 @@ def test_analysis_without_weighted_sum_or_best_of_n_says_so(bench):
         "reward_queries_per_group": 5,
     }
     meta = {"main_soup_end": 2, "budgets": [], "full_soup_budgets": [], "srsoup_curves": ["srsoup_end2"], "K": 4}
-    a = bench.analyse([rec], meta, n_boot=10)
+    a = analyse.analyse([rec], meta, n_boot=10)
     assert all(hit is None for hit in a["reach_target"].values())
     assert a["query_efficiency"]["meets"] is False and a["query_efficiency"]["srsoup_runs"] == 0
+
+
+def test_overrides_run_the_bench_on_another_backbone(tiny, tmp_path):
+    """`srsoup bench ... model=sd15 model.pretrained=DIR` plans and runs on the tiny SD1.5 copy as planned."""
+    sd15 = f"model.pretrained={tiny / 'sd15'}"
+    argv = ["--quick", "--steps", "2", "--candidates", "2", "--only", "none,srsoup_end1", "--in-process"]
+    assert bench.main([*argv, "--out", str(tmp_path), "model=sd15", sd15]) == 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["settings"]["model"] == f"sd15 ({tiny / 'sd15'})"
+    assert [r["name"] for r in res["runs"]] == ["none", "weighted_sum", "srsoup_end1"]  # --only keeps the baseline
+    for r in res["runs"]:
+        assert r["status"] == "complete" and r["counts_match_plan"] and r["plan_exact"], r
+        assert r["overrides"][-2:] == ["model=sd15", sd15]
+        summary = json.loads((tmp_path / res["settings"]["run_dirs"] / r["name"] / "summary.json").read_text())
+        assert summary["model"] == "sd15" and summary["steps"] == 2 and summary["images"] == 6 ** (r["K"] > 0)
+    assert res["overhead"]["run"] == "srsoup_end1"
+    assert res["overhead"]["counts"]["denoiser_evals"] == res["overhead"]["plan_denoiser_evals"] > 0
+    assert (tmp_path / "results.md").read_text().startswith(f"Model `sd15 ({tiny / 'sd15'})` with overrides")
+    assert (tmp_path / "queries_vs_hv.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("folder", ["bench", "bench/t20"])
+def test_committed_results_re_render_byte_for_byte(folder, tmp_path):
+    """results.md and the figure from the committed results.json (written before the overhead came from timers)."""
+    assert bench.main(["--render-only", str(ROOT / folder), "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "results.md").read_bytes() == (ROOT / folder / "results.md").read_bytes()
+    assert (tmp_path / "queries_vs_hv.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

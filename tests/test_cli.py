@@ -28,7 +28,9 @@ def test_help_and_unknown_command(tmp_path):
     assert out.returncode == 0 and "run" in out.stdout and "report" in out.stdout
     out = srsoup("frobnicate", cwd=tmp_path)
     assert (
-        out.returncode == 2 and "unknown command 'frobnicate'" in out.stderr and "run, plan, report" in out.stderr
+        out.returncode == 2
+        and "unknown command 'frobnicate'" in out.stderr
+        and "run, plan, report, bench" in out.stderr
     )
     out = srsoup("run", "--help", cwd=tmp_path)
     assert out.returncode == 0 and "model: flux_dev, flux_schnell, sd15, sd35m, sdxl, tiny" in out.stdout
