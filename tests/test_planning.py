@@ -96,3 +96,18 @@ def test_run_refuses_up_front_what_cannot_fit(toy_cfg, tmp_path, monkeypatch):
     with pytest.raises(SrsoupError, match=r"estimated peak memory .* exceeds cpu's .* lower chunk_size"):
         runner.run(toy_cfg(), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_gpu_check_runs_end_to_end_on_the_cpu_with_tiny_copies(tiny, tmp_path):
+    """`make gpu-check` is for a CUDA machine; --tiny runs the same cases through the same code on the CPU."""
+    import json
+
+    from srsoup.planning.gpu_check import main as gpu_check
+
+    assert gpu_check(["--out", str(tmp_path), "--tiny", str(tiny)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [r["case"] for r in results] == ["sd15", "flux_dev"]
+    for r in results:
+        assert r["denoiser_evals"] > 0 and r["reward_queries"] > 0 and r["evals_per_second"] > 0
+        assert 0 < r["model_seconds"] <= r["wall_seconds"] and r["plan_flops"] > 0
+    assert "| sd15 |" in (tmp_path / "results.md").read_text()

@@ -94,7 +94,10 @@ def run_case(name: str, overrides: list[str], out: Path, accelerator) -> dict:
         "load_seconds": timing["load_seconds"],
         "model_seconds": model_seconds,
         "seconds": {k: v for k, v in timing.items() if k.endswith("_seconds")},
-        "overhead_ratio": round((wall - timing["load_seconds"]) / model_seconds, 3) if model_seconds else None,
+        # The run's own wall time after loading, over the time its model calls took (1.0 = no overhead).
+        "overhead_ratio": round((summary["wall_seconds"] - timing["load_seconds"]) / model_seconds, 3)
+        if model_seconds
+        else None,
         "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated(spec.device) / 2**30, 2)
         if spec.device.type == "cuda"
         else None,
