@@ -281,3 +281,34 @@ def test_importing_report_does_not_load_heavy_libraries():
     cwd = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def _single(path: Path, point, reward: str) -> Path:
+    """A single-reward run guided by ``reward`` and scored under both rewards."""
+    mine, other = (0, 1) if reward == "a" else (1, 0)
+    run = make_run(path, [(point[mine],)], method="single", rewards=(reward,))
+    rows = pd.read_csv(run / "rewards.csv").assign(**{f"r_{'ab'[other]}": point[other]})
+    rows.to_csv(run / "rewards.csv", index=False)
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "reward": reward}))
+    return run
+
+
+def test_yardstick_from_unguided_and_single_runs_fixes_the_scale(tmp_path):
+    """With `none` and a `single` run per reward, hypervolume is of rewards normalised by their range: adding
+    another run changes no other run's score (the reference point no longer moves with the runs compared)."""
+    none = make_run(tmp_path / "none", [(1.0, 1.0)], method="none")
+    single_a = _single(tmp_path / "single_a", (3.0, 0.5), "a")
+    single_b = _single(tmp_path / "single_b", (0.5, 3.0), "b")
+    soup = make_run(tmp_path / "soup", [(2.0, 2.0), (3.0, 1.0)])
+    base = [none, single_a, single_b, soup]
+    report = analyse(find_runs(base))
+    assert report.ref_source.startswith("yardstick") and list(report.ref) == [0.5, 0.5]
+    hv = dict(zip(report.hv_table["run"], report.hv_table["hypervolume"]))
+    # Normalised by the range 0.5..3.0 in both rewards: (2,2) → (0.6,0.6), (3,1) → (1,0.2).
+    assert hv["soup"] == pytest.approx(0.6 * 0.6 + (1 - 0.6) * 0.2)
+    worse = make_run(tmp_path / "worse", [(-5.0, -5.0), (0.0, 0.6)])
+    again = dict(zip(*analyse(find_runs([*base, worse])).hv_table[["run", "hypervolume"]].T.to_numpy()))
+    assert again["soup"] == pytest.approx(hv["soup"]) and again["worse"] == pytest.approx(0.0)
+    # Without the single runs the old default (min − 5% of the range over all points) applies.
+    assert analyse(find_runs([none, soup])).ref_source.startswith("default")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .compare import Yardstick
 from .load import ReportError, Run, Series, find_runs, group_runs, objective_rewards
 from .pareto import default_ref, hypervolume, per_weight_stats, ref_text
 
@@ -53,7 +54,10 @@ def analyse(runs: list[Run], ref: list[float] | None = None, margin: float = 0.0
     for s in series:
         s.stats = per_weight_stats(s.rows, objectives)
     points = np.concatenate([s.stats[[f"mean_{r}" for r in objectives]].to_numpy() for s in series])
-    if ref is None:
+    stick = yardstick_of(series, objectives) if ref is None else None
+    if stick is not None:
+        ref_arr, source = stick.low, YARDSTICK_SOURCE
+    elif ref is None:
         ref_arr, source = default_ref(points, margin), f"default: per-reward min − {margin:g}×range"
     else:
         if len(ref) != len(objectives):
@@ -63,7 +67,8 @@ def analyse(runs: list[Run], ref: list[float] | None = None, margin: float = 0.0
             )
         ref_arr, source = np.asarray(ref, dtype=float), "given by --ref"
     for s in series:
-        s.hypervolume = hypervolume(s.stats[[f"mean_{r}" for r in objectives]].to_numpy(), ref_arr)
+        front = s.stats[[f"mean_{r}" for r in objectives]].to_numpy()
+        s.hypervolume = stick.hypervolume(front) if stick else hypervolume(front, ref_arr)
 
     records = [
         {
@@ -96,6 +101,26 @@ def analyse(runs: list[Run], ref: list[float] | None = None, margin: float = 0.0
     means = pd.concat([s.stats.assign(run=s.name, label=s.label) for s in series], ignore_index=True)
     means = means[["run", "label"] + [c for c in means.columns if c not in ("run", "label")]]
     return Report(runs, series, objectives, ref_arr, source, pd.DataFrame(records, columns=HV_COLUMNS), means)
+
+
+YARDSTICK_SOURCE = (
+    "yardstick: per reward, the lowest mean of the unguided and single-reward runs; hypervolume of rewards "
+    "normalised by those runs' range"
+)
+
+
+def yardstick_of(series: list[Series], objectives: list[str]) -> Yardstick | None:
+    """The fixed scale of the setting when the compared runs include ``none`` and a ``single`` run per reward."""
+    nones = [s for s in series if s.method == "none"]
+    singles = {s.runs[0].summary.get("reward"): s for s in series if s.method == "single"}
+    if not nones or not set(objectives) <= set(singles):
+        return None
+    runs = [nones[0], *(singles[r] for r in objectives)]
+    points = np.concatenate([s.stats[[f"mean_{r}" for r in objectives]].to_numpy() for s in runs])
+    try:
+        return Yardstick(points)
+    except ValueError:
+        return None
 
 
 def _safe(name: str) -> str:

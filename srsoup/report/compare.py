@@ -94,3 +94,26 @@ class PairedBootstrap:
         if num not in self.hypervolumes or den not in self.hypervolumes:
             return None
         return ratio_interval(self.hypervolumes[num], self.hypervolumes[den], level)
+
+
+class Yardstick:
+    """A fixed scale for one setting: rewards normalised by the range of the unguided and single-reward runs.
+
+    ``low`` (the reference point) is, per reward, the lowest mean reward of those runs, and ``high`` the highest;
+    a front is scored by the hypervolume of (r − low) / (high − low) against the origin. The reference comes
+    from the yardstick runs alone, never from the runs compared, so adding a run changes no other run's score,
+    and normalising makes rewards on different scales count alike (1 = the span from the worst to the best of
+    the unguided and single-reward runs).
+    """
+
+    def __init__(self, points: np.ndarray):
+        points = np.asarray(points, dtype=float)
+        self.low, self.high = points.min(axis=0), points.max(axis=0)
+        if np.any(self.high <= self.low):
+            raise ValueError("the yardstick runs span no range in some reward")
+
+    def normalize(self, points) -> np.ndarray:
+        return (np.asarray(points, dtype=float) - self.low) / (self.high - self.low)
+
+    def hypervolume(self, points) -> float:
+        return hypervolume(self.normalize(points), np.zeros(len(self.low)))
