@@ -33,6 +33,15 @@ def _moved_key(argv: list[str]) -> str | None:
 
 
 def _run(argv: list[str]) -> int:
+    from srsoup.compose import project_conf_dir, take_config_dir
+    from srsoup.errors import SrsoupError
+
+    argv = take_config_dir(argv)
+    try:
+        project_conf_dir()
+    except SrsoupError as err:
+        print(f"srsoup: error: {err}", file=sys.stderr)
+        return 2
     moved = _moved_key(argv)
     if moved:
         print(f"srsoup: error: {moved}", file=sys.stderr)

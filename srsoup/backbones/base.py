@@ -66,9 +66,9 @@ class Backbone(ABC):
 
     @classmethod
     def option_names(cls) -> list[str]:
-        """The model yaml keys this backbone's loader takes."""
-        params = inspect.signature(cls.from_pretrained).parameters
-        return [p for p in params if p not in RUN_KEYS and params[p].kind is not inspect.Parameter.VAR_KEYWORD]
+        """The model yaml keys this backbone's loader takes (a loader with ``**kwargs`` passes the rest on to its
+        base class's loader, whose keys count too)."""
+        return [n for n in _loader_params(cls) if n not in RUN_KEYS]
 
     @classmethod
     def check_options(cls, options: dict) -> None:
@@ -88,9 +88,8 @@ class Backbone(ABC):
     def load(cls, options: dict, **run) -> Backbone:
         """The backbone of a model yaml's keys (``options``) and the run's settings."""
         cls.check_options(options)
-        params = inspect.signature(cls.from_pretrained).parameters
         kwargs = {k: v for k, v in options.items() if k not in SPEC_KEYS}
-        kwargs.update({k: v for k, v in run.items() if k in params})
+        kwargs.update({k: v for k, v in run.items() if k in _loader_params(cls)})
         return cls.from_pretrained(**kwargs)
 
     # --- set-up -------------------------------------------------------------------------------------------
@@ -203,6 +202,20 @@ class Backbone(ABC):
             latents = (z[sl].float() / scale + shift).to(vae_dtype)
             images.append(((self.vae.decode(latents).sample.float() + 1) / 2).clamp(0, 1))
         return torch.cat(images)
+
+
+def _loader_params(cls) -> list[str]:
+    """The keyword names of the loaders along the class hierarchy (a ``**kwargs`` loader passes on to its base)."""
+    names: list[str] = []
+    for klass in cls.__mro__:
+        loader = klass.__dict__.get("from_pretrained")
+        if loader is None:
+            continue
+        params = list(inspect.signature(loader.__func__).parameters.values())[1:]  # without cls
+        names += [p.name for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD and p.name not in names]
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            break
+    return names
 
 
 def tokenize(tokenizer, prompts: list[str], max_length: int | None = None, **kwargs) -> torch.Tensor:

@@ -182,7 +182,7 @@ class StepContext:
         not scored.
         """
         n = len(candidates)
-        out = torch.full((n, len(self.reward_names)), float("nan"))
+        out = torch.full((n, len(self.reward_names)), float("nan"), dtype=torch.float64)
         chunk = self.backbone.chunk_size
         for lo in range(0, n, chunk):
             hi = min(n, lo + chunk)

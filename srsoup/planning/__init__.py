@@ -171,7 +171,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--utilization", type=float, default=0.35, help="fraction of peak FLOP/s (default 0.35)")
     parser.add_argument("--json", action="store_true", help="print the estimate as JSON")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for srsoup run")
-    args = parser.parse_args(argv)
+    from srsoup.compose import take_config_dir
+
+    args = parser.parse_args(take_config_dir(list(argv)))
     if not 0 < args.utilization <= 1:
         print(f"srsoup plan: error: --utilization={args.utilization} must be in (0, 1]", file=sys.stderr)
         return 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -60,18 +61,39 @@ class CountingReward:
             self.budget.charge(n, self.name)
         self.queries += n
         with self.timer():
-            scores = [
-                torch.as_tensor(self.fn(images[i : i + self.chunk_size], prompts[i : i + self.chunk_size]))
-                .detach()
-                .float()
-                .cpu()
-                .reshape(-1)
-                for i in range(0, n, self.chunk_size)
-            ]
-        out = torch.cat(scores)
+            out = torch.cat(
+                [
+                    self._scores(images[i : i + self.chunk_size], prompts[i : i + self.chunk_size])
+                    for i in range(0, n, self.chunk_size)
+                ]
+            )
         if out.numel() != n:
-            raise RuntimeError(f"reward '{self.name}' returned {out.numel()} scores for {n} images")
+            raise SrsoupError(
+                f"reward '{self.name}' returned {out.numel()} scores for {n} images; a reward returns one number "
+                "per image (a tensor, array or list of shape [B])"
+            )
         return out
+
+    def _scores(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        """One chunk's scores as float64 on the CPU (JPEG sizes near −1.2 kB differ in the 4th decimal: float32
+        would lose those digits before normalization)."""
+        raw = self.fn(images, prompts)
+        try:
+            scores = torch.as_tensor(raw.detach() if isinstance(raw, torch.Tensor) else raw)
+        except (TypeError, ValueError, RuntimeError):
+            raise SrsoupError(
+                f"reward '{self.name}' returned a {type(raw).__name__}, not numbers; a reward returns one number "
+                "per image (a tensor, array or list of shape [B])"
+            ) from None
+        if (
+            scores.dtype == torch.bool
+            or scores.is_complex()
+            or not (scores.is_floating_point() or scores.dtype.is_signed or scores.dtype == torch.uint8)
+        ):
+            raise SrsoupError(
+                f"reward '{self.name}' returned scores of dtype {scores.dtype}; valid: real numbers (float or int)"
+            )
+        return scores.to(device="cpu", dtype=torch.float64).reshape(-1)
 
     def __repr__(self) -> str:
         return f"CountingReward({self.name!r}, queries={self.queries})"
@@ -80,27 +102,61 @@ class CountingReward:
 def build_rewards(
     configs: Mapping[str, Mapping[str, Any]], *, device: str = "cpu", dtype: torch.dtype = torch.float32
 ) -> dict[str, RewardFn]:
-    """Instantiate each reward config (``_target_`` + keyword arguments); heavy loading happens in the factory."""
+    """Each reward of a config mapping (name → ``_target_`` + keyword arguments), built by ``build_reward``."""
+    return {name: build_reward(name, dict(cfg), device=device, dtype=dtype) for name, cfg in configs.items()}
+
+
+def build_reward(name: str, cfg: dict, *, device: str = "cpu", dtype: torch.dtype = torch.float32) -> RewardFn:
+    """The reward ``_target_`` names, a user's own as much as srsoup's:
+
+    - a class: instantiated with the yaml's keys (and the run's ``device``/``dtype`` if it takes them); its
+      instances are called ``(images, prompts)``;
+    - a function that takes ``(images, prompts)``: the reward itself, the yaml's keys bound as keyword arguments;
+    - any other function: a factory, called with the yaml's keys, that returns the reward.
+    Heavy loading happens there, never at import. Anything wrong is one SrsoupError line.
+    """
     import inspect
 
     from hydra.errors import InstantiationException
     from hydra.utils import get_object, instantiate
 
-    rewards = {}
-    for name, cfg in configs.items():
-        if "_target_" not in cfg:
-            raise SrsoupError(f"reward '{name}' has no _target_; every reward config names its factory")
-        try:
-            params = inspect.signature(get_object(cfg["_target_"])).parameters
-        except Exception as err:  # noqa: BLE001 - a bad _target_ is a config error, said in one line
-            raise SrsoupError(f"reward '{name}': cannot import _target_ {cfg['_target_']!r} ({err})") from None
-        # Model-backed rewards take the run's device and dtype; pure functions of pixels do not.
-        extra = {k: v for k, v in dict(device=device, dtype=dtype).items() if k in params and k not in cfg}
-        try:
-            rewards[name] = instantiate(dict(cfg), **extra)
-        except InstantiationException as err:
-            # Hydra wraps the factory's own one-line error; unwrap it so the CLI prints that line alone.
-            if isinstance(err.__cause__, SrsoupError):
-                raise err.__cause__ from None
-            raise SrsoupError(f"reward '{name}': {err}".splitlines()[0]) from None
-    return rewards
+    target = cfg.get("_target_")
+    if not target:
+        raise SrsoupError(f"reward '{name}' has no _target_; every reward config names its class or function")
+    try:
+        obj = get_object(target)
+    except Exception as err:  # noqa: BLE001 - a bad _target_ is a config error, said in one line
+        raise SrsoupError(f"reward '{name}': cannot import _target_ {target!r} ({err})".splitlines()[0]) from None
+    if not callable(obj):
+        raise SrsoupError(
+            f"reward '{name}': _target_ {target!r} is a {type(obj).__name__}, not a class or function"
+        )
+    keys = {k: v for k, v in cfg.items() if not k.startswith("_")}
+    if _is_reward_function(obj, keys):
+        return functools.partial(obj, **keys) if keys else obj
+    # Model-backed rewards take the run's device and dtype; pure functions of pixels do not.
+    params = inspect.signature(obj).parameters
+    extra = {k: v for k, v in dict(device=device, dtype=dtype).items() if k in params and k not in cfg}
+    try:
+        reward = instantiate(cfg, **extra)
+    except InstantiationException as err:
+        # Hydra wraps the factory's own one-line error; unwrap it so the CLI prints that line alone.
+        if isinstance(err.__cause__, SrsoupError):
+            raise err.__cause__ from None
+        raise SrsoupError(f"reward '{name}': {err}".splitlines()[0]) from None
+    if not callable(reward):
+        raise SrsoupError(f"reward '{name}': {target} returned a {type(reward).__name__}, which is not callable")
+    return reward
+
+
+def _is_reward_function(obj, keys: dict) -> bool:
+    """A plain function whose signature takes (images, prompts) positionally beside the yaml's keys."""
+    import inspect
+
+    if inspect.isclass(obj) or not (inspect.isfunction(obj) or inspect.isbuiltin(obj)):
+        return False
+    try:
+        inspect.signature(obj).bind(None, None, **keys)
+    except TypeError:
+        return False
+    return True
