@@ -51,6 +51,7 @@ def take_config_dir(argv: list[str]) -> list[str]:
 
 def compose(overrides: list[str]) -> DictConfig:
     """The composed config for these overrides; a composition error is one SrsoupError line."""
+    import yaml
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
     from hydra.errors import HydraException
@@ -62,5 +63,6 @@ def compose(overrides: list[str]) -> DictConfig:
     try:
         with initialize_config_module("srsoup.conf", version_base="1.3"):
             return hydra_compose("config", overrides=list(overrides))
-    except (HydraException, OmegaConfBaseException) as err:
-        raise SrsoupError(str(err).strip().splitlines()[0]) from None
+    except (HydraException, OmegaConfBaseException, yaml.YAMLError) as err:
+        # One line, but whole: a YAML error names the file on its last lines.
+        raise SrsoupError(" ".join(ln.strip() for ln in str(err).strip().splitlines() if ln.strip())) from None

@@ -178,16 +178,16 @@ def weight_grid(grid: list[list[float]] | None, divisions: int | None, names: li
 
 def target_class(node: dict, base: type, key: str):
     """The class a config node's ``_target_`` names, which must subclass ``base``."""
-    from hydra.utils import get_class
+    from srsoup.targets import locate
 
     target = node.get("_target_")
     if not target:
         raise SrsoupError(f"{key} has no _target_: the yaml must name its class (e.g. _target_: srsoup.…)")
     try:
-        cls = get_class(target)
-    except Exception as err:  # noqa: BLE001 - a bad _target_ is a config error, said in one line
-        raise SrsoupError(f"{key}._target_={target!r} cannot be imported ({err})".splitlines()[0]) from None
-    if not issubclass(cls, base):
+        cls = locate(target)
+    except ImportError as err:
+        raise SrsoupError(f"{key}._target_={target!r} cannot be imported ({err})") from None
+    if not isinstance(cls, type) or not issubclass(cls, base):
         raise SrsoupError(f"{key}._target_={target!r} is not a {base.__module__}.{base.__name__}")
     return cls
 

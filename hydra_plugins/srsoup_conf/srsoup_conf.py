@@ -13,8 +13,10 @@ class SrsoupProjectConf(SearchPathPlugin):
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
         if not any(_is_srsoup_conf(element.path) for element in search_path.get_path()):
             return
-        from srsoup.compose import project_conf_dir
-
+        try:
+            from srsoup.compose import project_conf_dir
+        except ImportError:  # an srsoup without project configs (an older checkout on the path)
+            return
         folder = project_conf_dir()
         if folder is not None:
             search_path.prepend(provider="srsoup-project", path=f"file://{folder}")

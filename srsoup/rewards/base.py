@@ -69,8 +69,8 @@ class CountingReward:
             )
         if out.numel() != n:
             raise SrsoupError(
-                f"reward '{self.name}' returned {out.numel()} scores for {n} images; a reward returns one number "
-                "per image (a tensor, array or list of shape [B])"
+                f"reward '{self.name}' returned {out.numel()} scores for {n} image{'s' * (n != 1)}; a reward "
+                "returns one number per image (a tensor, array or list of shape [B])"
             )
         return out
 
@@ -118,15 +118,17 @@ def build_reward(name: str, cfg: dict, *, device: str = "cpu", dtype: torch.dtyp
     import inspect
 
     from hydra.errors import InstantiationException
-    from hydra.utils import get_object, instantiate
+    from hydra.utils import instantiate
+
+    from srsoup.targets import locate
 
     target = cfg.get("_target_")
     if not target:
         raise SrsoupError(f"reward '{name}' has no _target_; every reward config names its class or function")
     try:
-        obj = get_object(target)
-    except Exception as err:  # noqa: BLE001 - a bad _target_ is a config error, said in one line
-        raise SrsoupError(f"reward '{name}': cannot import _target_ {target!r} ({err})".splitlines()[0]) from None
+        obj = locate(target)
+    except ImportError as err:
+        raise SrsoupError(f"reward '{name}': cannot import _target_ {target!r} ({err})") from None
     if not callable(obj):
         raise SrsoupError(
             f"reward '{name}': _target_ {target!r} is a {type(obj).__name__}, not a class or function"
