@@ -77,6 +77,30 @@ def bert_tokenizer():
     return BertTokenizer(vocab={t: i for i, t in enumerate(tokens)}, model_max_length=512)
 
 
+def gemma_tokenizer():
+    """A Gemma tokenizer (the tokenizers-backed ``GemmaTokenizer``, alias ``GemmaTokenizerFast``) over printable
+    ASCII and the 256 byte-fallback pieces, so any text tokenizes without unknowns, character by character.
+
+    Gemma's special tokens at Gemma's ids (``<pad>`` 0, ``<eos>`` 1, ``<bos>`` 2, ``<unk>`` 3, ``<mask>`` 4),
+    a ``<bos>`` before every sequence and none after (Gemma's ``add_bos_token`` / ``add_eos_token``), spaces as
+    ``▁``; right padding, which ``SanaPipeline`` sets before it tokenizes (Gemma's class default is left).
+    """
+    import string
+
+    from transformers import GemmaTokenizer
+
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
+    pieces = [*specials, *(f"<0x{b:02X}>" for b in range(256)), "▁", *string.ascii_letters, *string.digits]
+    pieces += list(string.punctuation)
+    return GemmaTokenizer(
+        vocab={p: i for i, p in enumerate(pieces)},
+        merges=[],
+        add_bos_token=True,
+        add_eos_token=False,
+        padding_side="right",
+    )
+
+
 def standin_tokenizer(config: dict):
     """A stand-in for the tokenizer a ``tokenizer_config.json`` describes (class, max length, pad token)."""
     cls = str(config.get("tokenizer_class", ""))
@@ -88,6 +112,8 @@ def standin_tokenizer(config: dict):
         tok = t5_tokenizer()
     elif cls.startswith("BertTokenizer"):
         tok = bert_tokenizer()
+    elif cls.startswith("GemmaTokenizer"):  # GemmaTokenizer and GemmaTokenizerFast
+        tok = gemma_tokenizer()
     else:
         raise ValueError(f"no tokenizer stand-in for {cls or 'an unnamed tokenizer class'}")
     tok.model_max_length = length

@@ -33,7 +33,8 @@ def test_help_and_unknown_command(tmp_path):
         and "run, plan, report, bench" in out.stderr
     )
     out = srsoup("run", "--help", cwd=tmp_path)
-    assert out.returncode == 0 and "model: flux_dev, flux_schnell, sd15, sd35m, sdxl, tiny" in out.stdout
+    models = "model: flux_dev, flux_schnell, sana, sd15, sd35l, sd35m, sdxl, tiny"
+    assert out.returncode == 0 and models in out.stdout
     out = srsoup("run", "--cfg", "job", cwd=tmp_path)
     assert out.returncode == 0 and "num_candidates: 8" in out.stdout
 

@@ -38,6 +38,10 @@ def load(name: str, tiny: Path, **kwargs):
         return SDXLBackbone.from_pretrained(
             str(tiny / "sdxl"), vae=str(tiny / "sdxl-vae-fp16-fix"), **CPU, **kwargs
         )
+    if name == "sana":
+        from srsoup.backbones.sana import SanaBackbone
+
+        return SanaBackbone.from_pretrained(str(tiny / name), **CPU, **kwargs)
     from srsoup.backbones.sd3 import SD3Backbone
 
     return SD3Backbone.from_pretrained(str(tiny / name), **CPU, **kwargs)
@@ -52,7 +56,10 @@ def contrast(images, prompts):
 
 
 # --- backbones -----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["sd15", "sdxl", "sd35m"])
+LATENTS = {"sd15": (4, 8, 8), "sdxl": (4, 8, 8), "sd35m": (4, 8, 8), "sd35l": (4, 8, 8), "sana": (8, 8, 8)}
+
+
+@pytest.mark.parametrize("name", list(LATENTS))
 def test_backbone_runs_a_two_step_srsoup_group_with_exact_counts(tiny, name):
     backbone = load(name, tiny)
     names = ["brightness", "contrast"]
@@ -72,7 +79,7 @@ def test_backbone_runs_a_two_step_srsoup_group_with_exact_counts(tiny, name):
     queries = S * M * K + (T - S) * K * nz
     assert backbone.denoiser_evals - before == int(result.evals.sum()) == evals == method.plan(T).denoiser_evals
     assert int(result.queries.sum()) == queries == sum(r.queries for r in rewards.values())
-    assert backbone.latent_shape == (4, 8, 8)
+    assert backbone.latent_shape == LATENTS[name]
     assert result.images.shape == (3, 3, 32, 32)
     assert torch.isfinite(result.images).all() and 0 <= result.images.min() and result.images.max() <= 1
 
@@ -115,6 +122,56 @@ def test_flow_conditioning_with_and_without_t5(tiny, tmp_path):
     cond = backbone.encode_prompt(PROMPT)
     assert cond.hidden.shape == (2, 77 + 256, 32) and not cond.hidden[:, 77:].any()
     assert compose("model=sd35m").model.default_soup_end_step == 10
+
+
+def test_sana_conditioning_schedule_and_cfg_batches(tiny):
+    from srsoup.backbones.sana import pipeline_instruction
+
+    backbone = load("sana", tiny)
+    assert backbone.scheduler.config.shift == 3.0  # the release's flow_shift (Flow-DPM-Solver's key)
+    assert backbone.tokenizer.padding_side == "right" and backbone.vae_scale_factor == 4
+    assert backbone.instruction == "\n".join(pipeline_instruction()) and backbone.instruction.startswith("Given")
+    cond = backbone.encode_prompt("  A Cat ")
+    assert cond.hidden.shape == (2, 300, 16) and cond.mask.shape == (2, 300)
+    # uncond "" is <bos> alone; the prompt keeps <bos>, the instruction's last token and "a cat" (5 characters)
+    assert cond.mask.sum(dim=1).tolist() == [1, 1 + 1 + 5]
+    bare = load("sana", tiny, complex_human_instruction=False, max_sequence_length=12)
+    plain = bare.encode_prompt("A Cat")
+    assert plain.mask.tolist() == [[1] + [0] * 11, [1] * 6 + [0] * 6]
+    torch.testing.assert_close(plain.hidden[0], cond.hidden[0, :12])  # uncond: the same at any length
+    assert not torch.allclose(plain.hidden[1, 1:6], cond.hidden[1, 2:7])  # the instruction reaches the prompt
+
+    rows: list[tuple[int, int]] = []
+    backbone.transformer.register_forward_pre_hook(
+        lambda module, args, kwargs: rows.append((len(args[0]), len(kwargs["encoder_attention_mask"]))),
+        with_kwargs=True,
+    )
+    backbone.set_steps(2)
+    x = torch.randn(5, *backbone.latent_shape, generator=torch.Generator().manual_seed(0))
+    dist = backbone.step_distribution(x, 0, cond)
+    assert dist.mean.shape == x.shape and float(dist.sigma) > 0
+    assert rows == [(2, 2)] * 5 and backbone.denoiser_evals == 5  # chunk_size 3: one CFG pair per batch
+
+
+def test_sana_refuses_sprint_and_bad_lengths_in_one_line(tiny, tmp_path):
+    from srsoup.backbones.sana import SanaBackbone
+
+    sprint = tmp_path / "sprint"
+    shutil.copytree(tiny / "sana", sprint)
+    config = json.loads((sprint / "transformer" / "config.json").read_text())
+    (sprint / "transformer" / "config.json").write_text(json.dumps({**config, "guidance_embeds": True}))
+    with pytest.raises(SrsoupError) as e:
+        SanaBackbone.from_pretrained(str(sprint), init="random", **CPU)
+    assert "guidance embedding (Sana-Sprint, SanaSprintPipeline): not supported" in one_line(e)
+    with pytest.raises(SrsoupError) as e:
+        load("sana", tiny, complex_human_instruction="describe it")
+    assert "must be true (SanaPipeline's), false (none) or a list of lines" in one_line(e)
+    with pytest.raises(SrsoupError) as e:
+        load("sana", tiny, max_sequence_length=0)
+    assert one_line(e) == "model.max_sequence_length=0 must be a positive whole number"
+    with pytest.raises(SrsoupError) as e:
+        load("sana", tiny, resolution=30)
+    assert one_line(e) == "model.resolution=30 must be a positive multiple of 4 (DC-AE factor 4 x patch size 1)"
 
 
 def test_flow_sde_step_matches_design_on_hand_numbers():
@@ -425,10 +482,11 @@ def test_incomplete_local_reward_folder_is_one_line(tiny, tmp_path):
 
 
 def test_missing_hub_backbones_say_how_to_get_them():
+    from srsoup.backbones.sana import SanaBackbone
     from srsoup.backbones.sd3 import SD3Backbone
     from srsoup.backbones.sdxl import SDXLBackbone
 
-    for cls in (SDXLBackbone, SD3Backbone):
+    for cls in (SDXLBackbone, SD3Backbone, SanaBackbone):
         with pytest.raises(SrsoupError) as e:
             cls.from_pretrained("srsoup-test/missing-model", revision="abc", **CPU)
         assert "`huggingface-cli download srsoup-test/missing-model --revision abc`" in one_line(e)

@@ -67,6 +67,15 @@ class FlowBackbone(Backbone):
         """Guided velocity of every item of ``x`` at the scheduler timestep ``timestep`` (counted and timed)."""
         raise NotImplementedError
 
+    def _patch_resolution(self, resolution: int | None, autoencoder: str = "VAE") -> int:
+        """``model.resolution`` for a transformer over patches of ``self.vae``'s latents: null = its sample size in
+        pixels; else a multiple of the autoencoder's factor times the patch size (one error line otherwise)."""
+        factor, patch = self.vae_scale_factor, self.transformer.config.patch_size
+        default = self.transformer.config.sample_size * factor
+        return self._checked_resolution(
+            resolution, default, factor * patch, f"{autoencoder} factor {factor} x patch size {patch}"
+        )
+
     # --- the schedule and the step ------------------------------------------------------------------------
     def _custom_sigmas(self, num_steps: int) -> list[float] | None:
         """Sigmas the model's pipeline passes to ``set_timesteps``, before shifting (None: the scheduler's own)."""

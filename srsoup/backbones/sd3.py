@@ -51,13 +51,7 @@ class SD3Backbone(FlowBackbone):
         self.tokenizers = tokenizers
         self.vae = vae.to(self.device).eval()
         self.max_sequence_length = max_sequence_length
-        factor, patch = self.vae_scale_factor, self.transformer.config.patch_size
-        self.resolution = self._checked_resolution(
-            resolution,
-            self.transformer.config.sample_size * factor,
-            factor * patch,
-            f"VAE factor {factor} x patch size {patch}",
-        )
+        self.resolution = self._patch_resolution(resolution)
 
     @classmethod
     def from_pretrained(

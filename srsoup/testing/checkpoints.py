@@ -2,22 +2,23 @@
 
     python -m srsoup.testing.checkpoints OUT
 
-writes OUT/sd15, OUT/sdxl, OUT/sd35m, OUT/flux_dev, OUT/flux_schnell (diffusers pipeline folders with
-``model_index.json``: 32 px images from 8x8 latents, a few channels; FLUX's default resolution would be 512 px
-here, so pass ``model.resolution=32``), OUT/sdxl-vae-fp16-fix (a VAE at the repo root, like
+writes OUT/sd15, OUT/sdxl, OUT/sd35m, OUT/sd35l, OUT/flux_dev, OUT/flux_schnell, OUT/sana (diffusers pipeline
+folders with ``model_index.json``: 32 px images from 8x8 latents, a few channels; FLUX's default resolution would
+be 512 px here, so pass ``model.resolution=32``), OUT/sdxl-vae-fp16-fix (a VAE at the repo root, like
 madebyollin/sdxl-vae-fp16-fix) and OUT/aesthetic, OUT/pickscore, OUT/hpsv2, OUT/clipscore, OUT/imagereward
 (the layouts documented in srsoup/conf/reward/*.yaml), so the real loading code runs end to end offline, e.g.
 
     srsoup run model=sd15 model.pretrained=OUT/sd15
     srsoup run model=sdxl model.pretrained=OUT/sdxl model.vae=OUT/sdxl-vae-fp16-fix
     srsoup run model=sd35m model.pretrained=OUT/sd35m
+    srsoup run model=sana model.pretrained=OUT/sana
     srsoup run model=flux_dev model.pretrained=OUT/flux_dev model.resolution=32
     srsoup run model=sd15 model.pretrained=OUT/sd15 rewards=aes_pick
         rewards.aesthetic.pretrained=OUT/aesthetic rewards.pickscore.pretrained=OUT/pickscore   (one line)
 
 Nothing is downloaded: tokenizers are built here (a byte-level CLIP BPE with every byte but no merges, a tiny
-unigram T5, a character-level BERT WordPiece). The weights mean nothing; the copies exist to test loading,
-shapes, counts and plumbing. Seconds.
+unigram T5, a character-level BERT WordPiece, a character-level Gemma BPE with byte fallback). The weights mean
+nothing; the copies exist to test loading, shapes, counts and plumbing. Seconds.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import argparse
 import json
 from pathlib import Path
 
-from srsoup.standins import bert_tokenizer, clip_tokenizer, t5_tokenizer
+from srsoup.standins import bert_tokenizer, clip_tokenizer, gemma_tokenizer, t5_tokenizer
 
 # One tiny CLIP text tower for every CLIP slot (SD text encoders and reward CLIPs): hidden 16, one layer.
 CLIP_TEXT = dict(
@@ -244,8 +245,9 @@ def make_sdxl(out: Path) -> Path:
     return out
 
 
-def make_sd35m(out: Path) -> Path:
-    """StableDiffusion3Pipeline layout: MMDiT-X transformer, CLIP-L and CLIP-G (projected), T5, flow scheduler."""
+def make_sd3(out: Path, **transformer) -> Path:
+    """StableDiffusion3Pipeline layout: MMDiT transformer (``transformer``: its structural keys), CLIP-L and CLIP-G
+    (projected), T5, the release's flow scheduler (shift 3.0)."""
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
     from transformers import CLIPTextModelWithProjection
 
@@ -256,15 +258,10 @@ def make_sd35m(out: Path) -> Path:
         patch_size=2,
         in_channels=4,
         out_channels=4,
-        num_layers=2,
         attention_head_dim=8,
-        num_attention_heads=2,
         joint_attention_dim=t5_dim,
-        caption_projection_dim=16,
         pooled_projection_dim=2 * proj,
-        pos_embed_max_size=8,
-        dual_attention_layers=(0,),
-        qk_norm="rms_norm",  # SD3.5-medium's MMDiT-X features
+        **transformer,
     )
     t5 = t5_encoder(tok_3, t5_dim)
     pipe = StableDiffusion3Pipeline(
@@ -280,6 +277,33 @@ def make_sd35m(out: Path) -> Path:
     )
     pipe.save_pretrained(out, safe_serialization=True)
     return out
+
+
+def make_sd35m(out: Path) -> Path:
+    """SD3.5-medium's MMDiT-X: dual attention in the first layers, QK RMS norm, a position table twice the
+    latent grid (384 for 1024 px latents of 128 / patch 2 = 64)."""
+    return make_sd3(
+        out,
+        num_layers=2,
+        num_attention_heads=2,
+        caption_projection_dim=16,
+        pos_embed_max_size=8,
+        dual_attention_layers=(0,),
+        qk_norm="rms_norm",
+    )
+
+
+def make_sd35l(out: Path) -> Path:
+    """SD3.5-large's MMDiT: as many heads as blocks (38 x 38 in the release, 3 x 3 here), QK RMS norm, no dual
+    attention layers, a position table 1.5 times the latent grid (192 for 64; 6 for this copy's 4)."""
+    return make_sd3(
+        out,
+        num_layers=3,
+        num_attention_heads=3,
+        caption_projection_dim=3 * 8,
+        pos_embed_max_size=6,
+        qk_norm="rms_norm",
+    )
 
 
 def make_flux(out: Path, guidance_embeds: bool = True) -> Path:
@@ -325,6 +349,82 @@ def make_flux(out: Path, guidance_embeds: bool = True) -> Path:
 def make_flux_schnell(out: Path) -> Path:
     """FLUX.1-schnell's layout: as ``make_flux`` without the guidance embedding."""
     return make_flux(out, guidance_embeds=False)
+
+
+def make_sana(out: Path) -> Path:
+    """SanaPipeline layout: a linear-attention DiT (SanaTransformer2DModel), Gemma-2 (``Gemma2Model``, two
+    layers: one sliding-window, one global, as Gemma-2 alternates them) with a Gemma tokenizer stand-in, a DC-AE
+    (``AutoencoderDC``: residual blocks then EfficientViT blocks, RMS norm, interpolating upsampler, 4x here and
+    32x in the release) and the release's scheduler config (Flow-DPM-Solver: DPMSolverMultistep over flow sigmas
+    with ``flow_shift`` 3.0)."""
+    from diffusers import AutoencoderDC, DPMSolverMultistepScheduler, SanaPipeline, SanaTransformer2DModel
+    from transformers import Gemma2Config, Gemma2Model
+
+    tok = gemma_tokenizer()
+    width, latent_channels = 16, 8
+    gemma = Gemma2Config(
+        vocab_size=len(tok),
+        hidden_size=width,
+        intermediate_size=2 * width,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=8,
+        query_pre_attn_scalar=8,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    transformer = SanaTransformer2DModel(
+        in_channels=latent_channels,
+        out_channels=latent_channels,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        num_layers=2,
+        num_cross_attention_heads=2,
+        cross_attention_head_dim=8,
+        cross_attention_dim=width,  # = heads x head dim, as 2240 = 70 x 32 in the release
+        caption_channels=width,  # Gemma's hidden size
+        sample_size=LATENT,
+        patch_size=1,
+    )
+    blocks = ("ResBlock", "ResBlock", "EfficientViTBlock")
+    dc_ae = AutoencoderDC(
+        in_channels=3,
+        latent_channels=latent_channels,
+        attention_head_dim=8,
+        encoder_block_types=blocks,
+        decoder_block_types=blocks,
+        encoder_block_out_channels=(8, 16, 16),
+        decoder_block_out_channels=(8, 16, 16),
+        encoder_layers_per_block=(1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1),
+        encoder_qkv_multiscales=((), (), (5,)),
+        decoder_qkv_multiscales=((), (), (5,)),
+        upsample_block_type="interpolate",
+        downsample_block_type="Conv",
+        decoder_norm_types="rms_norm",
+        decoder_act_fns="silu",
+        scaling_factor=0.41407,
+    )
+    scheduler = DPMSolverMultistepScheduler(
+        beta_start=0.0001,
+        beta_end=0.02,
+        beta_schedule="linear",
+        algorithm_type="dpmsolver++",
+        solver_order=2,
+        solver_type="midpoint",
+        prediction_type="flow_prediction",
+        use_flow_sigmas=True,
+        flow_shift=3.0,
+        final_sigmas_type="zero",
+        lower_order_final=True,
+    )
+    pipe = SanaPipeline(
+        tokenizer=tok, text_encoder=Gemma2Model(gemma), vae=dc_ae, transformer=transformer, scheduler=scheduler
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+    return out
 
 
 def make_aesthetic(out: Path) -> Path:
@@ -473,6 +573,8 @@ BUILDERS = {
     "sd15": make_sd15,
     "sdxl": make_sdxl,
     "sd35m": make_sd35m,
+    "sd35l": make_sd35l,
+    "sana": make_sana,
     "flux_dev": make_flux,
     "flux_schnell": make_flux_schnell,
     "aesthetic": make_aesthetic,
