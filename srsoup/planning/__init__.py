@@ -70,7 +70,7 @@ def estimate(spec) -> Estimate:
         for part in parts
         for kind, call in part.calls.items()
     )
-    notes = [f"{p.name}: {p.note}" for p in parts if p.note.startswith("not estimated")]
+    notes = [f"{p.name}: {p.note}" for p in parts if p.note.startswith(("not estimated", "query FLOPs"))]
     return Estimate(
         groups=len(spec.prompts) * len(spec.seeds),
         per_group=per_group,

@@ -125,6 +125,9 @@ def reward_parts(spec, image_shape: tuple[int, ...]) -> list[Part]:
         params, weight_bytes = _weights(modules_of(fn))
         part = Part(name, roles[name], params, weight_bytes)
         images = torch.empty((1, *image_shape), device=META)
-        part.calls["query"] = _call(lambda fn=fn, images=images: fn(images, spec.prompts[:1]), 1)
+        try:
+            part.calls["query"] = _call(lambda fn=fn, images=images: fn(images, spec.prompts[:1]), 1)
+        except RuntimeError as err:  # a model that reads a value on the meta device (e.g. attention masks)
+            part.note = f"query FLOPs not counted (cannot run on the meta device: {str(err).splitlines()[0]})"
         parts.append(part)
     return parts
