@@ -75,8 +75,8 @@ class Config:
     dtype: str = "fp32"
     #: Most rows in one model batch, bounding memory independently of K: a CFG denoiser batch takes
     #: chunk_size // 2 candidates (two rows each; at least one, so 1 gives 2-row CFG batches), decoder and
-    #: reward batches chunk_size images.
-    chunk_size: int = 64
+    #: reward batches chunk_size images. null = ``model.default_chunk_size``.
+    chunk_size: int | None = None
     #: Progress bars on stderr.
     progress: bool = True
 

@@ -290,7 +290,8 @@ def build_spec(cfg: DictConfig, planning: bool = False) -> RunSpec:
     if steps < 1:
         raise SrsoupError(f"sampler.steps={steps} must be >= 1")
     cfg_scale = float(model["default_cfg_scale"] if sampler["cfg_scale"] is None else sampler["cfg_scale"])
-    chunk_size = int(c.get("chunk_size") or 64)
+    chunk_size = c.get("chunk_size")
+    chunk_size = int(model.get("default_chunk_size", 64) if chunk_size is None else chunk_size)
     if chunk_size < 1:
         raise SrsoupError(f"chunk_size={chunk_size} must be >= 1")
     device = resolve_device(str(c.get("device", "auto")), planning)

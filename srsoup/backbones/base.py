@@ -27,7 +27,14 @@ from srsoup.timing import Stopwatch
 log = logging.getLogger(__name__)
 
 #: Model keys read by the run spec itself, not by the backbone loader.
-SPEC_KEYS = ("_target_", "name", "default_steps", "default_cfg_scale", "default_soup_end_step")
+SPEC_KEYS = (
+    "_target_",
+    "name",
+    "default_steps",
+    "default_cfg_scale",
+    "default_soup_end_step",
+    "default_chunk_size",
+)
 #: Run settings a loader may take (by name) besides the model yaml's keys.
 RUN_KEYS = ("device", "dtype", "cfg_scale", "chunk_size", "eta")
 
