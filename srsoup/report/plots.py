@@ -19,6 +19,8 @@ METHOD_COLOURS = {
     "none": "black",
     "best_of_n": "tab:purple",
 }
+# Methods without a colour of their own (a new method, a user's) take these, one each, in order of appearance.
+SPARE_COLOURS = ("tab:red", "tab:cyan", "tab:olive", "tab:pink", "tab:brown", "tab:gray", "gold", "navy")
 # none and single are reference points, drawn with markers no guided series uses.
 REFERENCE_MARKERS = {"none": "*", "single": "^"}
 SERIES_MARKERS = ("o", "s", "D", "v", "P", "X", "h")
@@ -36,8 +38,10 @@ def _pyplot():
 def _styles(series: list[Series]) -> list[tuple[str, str]]:
     """(colour, marker) per series: colour by method, marker distinguishes series of one method."""
     styles, used = [], {}
+    others = list(dict.fromkeys(s.method for s in series if s.method not in METHOD_COLOURS))
+    colours = {**METHOD_COLOURS, **{m: SPARE_COLOURS[i % len(SPARE_COLOURS)] for i, m in enumerate(others)}}
     for s in series:
-        colour = METHOD_COLOURS.get(s.method, "tab:brown")
+        colour = colours[s.method]
         if s.method in REFERENCE_MARKERS:
             marker = REFERENCE_MARKERS[s.method]
         else:
