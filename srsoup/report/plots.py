@@ -67,63 +67,68 @@ def plot_pareto(series: list[Series], objectives: list[str], ref: np.ndarray, pa
     nrows = math.ceil(len(pairs) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(5.6 * ncols, 4.8 * nrows), squeeze=False)
     for ax, (i, j) in zip(axes.flat, pairs):
-        for k, (s, (colour, marker)) in enumerate(zip(series, _styles(series))):
-            means = s.stats[[f"mean_{r}" for r in objectives]].to_numpy()
-            cis = s.stats[[f"ci_{r}" for r in objectives]].to_numpy()
-            if j is None:  # one reward: a strip of points per series
-                x, y, xerr, yerr = np.full(len(means), k), means[:, i], None, cis[:, i]
-            else:
-                x, y, xerr, yerr = means[:, i], means[:, j], cis[:, i], cis[:, j]
-            reference = s.method in REFERENCE_MARKERS
-            ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="none", ecolor=colour, alpha=0.35, lw=1)
-            ax.scatter(
-                x,
-                y,
-                color=colour,
-                marker=marker,
-                s=180 if reference else 45,
-                edgecolors="white" if reference else "none",
-                zorder=3,
-                label=f"{s.label}  HV={s.hypervolume:.4g}",
-            )
-            if j is not None and not reference:
-                front = nondominated(np.column_stack([x, y]))
-                order = np.argsort(x[front])
-                ax.step(x[front][order], y[front][order], where="pre", color=colour, lw=1.3)
-            if not reference:
-                # Alternate label sides between series so neighbouring fronts stay readable.
-                offset = (4, 4) if k % 2 == 0 else (4, -10)
-                for xi, yi, text in zip(x, y, _point_labels(s, objectives)):
-                    ax.annotate(
-                        text, (xi, yi), xytext=offset, textcoords="offset points", fontsize=7, color=colour
-                    )
-        if j is None:
-            ax.set_xticks(range(len(series)), [s.label for s in series], rotation=20, fontsize=8)
-            ax.axhline(ref[i], color="grey", ls=":", lw=1)
-            ax.set_ylabel(objectives[i])
-        else:
-            ax.plot(ref[i], ref[j], marker="x", color="grey", ls="none")
-            ax.annotate(
-                "ref", (ref[i], ref[j]), xytext=(4, 4), textcoords="offset points", fontsize=7, color="grey"
-            )
-            ax.set_xlabel(objectives[i])
-            ax.set_ylabel(objectives[j])
-        ax.grid(alpha=0.3)
+        for k, (s, style) in enumerate(zip(series, _styles(series))):
+            _draw_series(ax, s, style, k, objectives, i, j)
+        _label_axes(ax, series, objectives, ref, i, j)
     for ax in axes.flat[len(pairs) :]:
         ax.set_visible(False)
+    _legend_and_title(fig, axes, objectives, ref, ncols, nrows)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _draw_series(ax, s: Series, style: tuple[str, str], k: int, objectives: list[str], i: int, j: int | None):
+    """One series on the axes of rewards i (x) and j (y): points, CI bars, its front and weight labels."""
+    colour, marker = style
+    means = s.stats[[f"mean_{r}" for r in objectives]].to_numpy()
+    cis = s.stats[[f"ci_{r}" for r in objectives]].to_numpy()
+    if j is None:  # one reward: a strip of points per series
+        x, y, xerr, yerr = np.full(len(means), k), means[:, i], None, cis[:, i]
+    else:
+        x, y, xerr, yerr = means[:, i], means[:, j], cis[:, i], cis[:, j]
+    reference = s.method in REFERENCE_MARKERS
+    ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="none", ecolor=colour, alpha=0.35, lw=1)
+    ax.scatter(
+        x,
+        y,
+        color=colour,
+        marker=marker,
+        s=180 if reference else 45,
+        edgecolors="white" if reference else "none",
+        zorder=3,
+        label=f"{s.label}  HV={s.hypervolume:.4g}",
+    )
+    if reference:
+        return
+    if j is not None:
+        front = nondominated(np.column_stack([x, y]))
+        order = np.argsort(x[front])
+        ax.step(x[front][order], y[front][order], where="pre", color=colour, lw=1.3)
+    # Alternate label sides between series so neighbouring fronts stay readable.
+    offset = (4, 4) if k % 2 == 0 else (4, -10)
+    for xi, yi, text in zip(x, y, _point_labels(s, objectives)):
+        ax.annotate(text, (xi, yi), xytext=offset, textcoords="offset points", fontsize=7, color=colour)
+
+
+def _label_axes(ax, series: list[Series], objectives: list[str], ref: np.ndarray, i: int, j: int | None) -> None:
+    if j is None:
+        ax.set_xticks(range(len(series)), [s.label for s in series], rotation=20, fontsize=8)
+        ax.axhline(ref[i], color="grey", ls=":", lw=1)
+        ax.set_ylabel(objectives[i])
+    else:
+        ax.plot(ref[i], ref[j], marker="x", color="grey", ls="none")
+        ax.annotate("ref", (ref[i], ref[j]), xytext=(4, 4), textcoords="offset points", fontsize=7, color="grey")
+        ax.set_xlabel(objectives[i])
+        ax.set_ylabel(objectives[j])
+    ax.grid(alpha=0.3)
+
+
+def _legend_and_title(fig, axes, objectives: list[str], ref: np.ndarray, ncols: int, nrows: int) -> None:
     handles, labels = axes.flat[0].get_legend_handles_labels()
     # Long labels (method, variant, hypervolume) get fewer columns so the legend stays within the figure.
     longest = max((len(label) for label in labels), default=0)
     ncol = max(1, min(3, len(labels), int(16 * 5.6 * ncols) // max(1, longest)))
-    fig.legend(
-        handles,
-        labels,
-        loc="lower center",
-        ncol=ncol,
-        fontsize=8,
-        bbox_to_anchor=(0.5, 0),
-        frameon=False,
-    )
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, bbox_to_anchor=(0.5, 0), frameon=False)
     dims = f"{len(objectives)}-D" if len(objectives) > 1 else "1-D"
     notes = ["Per-weight mean reward, 95% t-CI bars", "step line: non-dominated front",
              f"point labels: {f'w_{objectives[0]}' if len(objectives) == 2 else 'weight index'}",
@@ -131,8 +136,6 @@ def plot_pareto(series: list[Series], objectives: list[str], ref: np.ndarray, pa
     fig.suptitle(textwrap.fill("; ".join(notes), width=int(13 * 5.6 * ncols)), fontsize=9)
     legend_rows = math.ceil(len(labels) / ncol)
     fig.tight_layout(rect=(0, 0.03 + 0.035 * legend_rows / nrows, 1, 1 - 0.06 / nrows))
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
 
 
 def plot_queries_vs_hv(series: list[Series], ref: np.ndarray, path: Path) -> None:
