@@ -493,61 +493,12 @@ def make_imagereward(out: Path) -> Path:
     """
     import torch
 
-    from srsoup.rewards.aesthetic import AestheticMLP
     from srsoup.rewards.imagereward import DEFAULT_CHECKPOINT, MED_CONFIG, VISION_CONFIG
 
     tok = bert_tokenizer()
     vocab = len(tok) + 2  # + BLIP's [DEC] and [ENC], as med_config.json's 30524 = 30522 + 2
-    w, t = BLIP_VIT["width"], BLIP_TEXT
-    h, inner = t["hidden_size"], t["intermediate_size"]
-    state: dict[str, torch.Tensor] = {}
-
-    def linear(name: str, n_out: int, n_in: int) -> None:
-        state[f"{name}.weight"] = torch.randn(n_out, n_in) / n_in**0.5
-        state[f"{name}.bias"] = 0.1 * torch.randn(n_out)
-
-    def norm(name: str, n: int) -> None:
-        state[f"{name}.weight"] = 1 + 0.2 * torch.randn(n)
-        state[f"{name}.bias"] = 0.1 * torch.randn(n)
-
-    v, p = "blip.visual_encoder.", BLIP_VIT["patch"]
-    grid = BLIP_VIT["image_size"] // p
-    state[v + "cls_token"] = 0.5 * torch.randn(1, 1, w)
-    state[v + "pos_embed"] = 0.5 * torch.randn(1, grid * grid + 1, w)
-    state[v + "patch_embed.proj.weight"] = torch.randn(w, 3, p, p) / (3 * p * p) ** 0.5
-    state[v + "patch_embed.proj.bias"] = 0.1 * torch.randn(w)
-    for i in range(BLIP_VIT["depth"]):
-        b = f"{v}blocks.{i}."
-        norm(b + "norm1", w)
-        linear(b + "attn.qkv", 3 * w, w)
-        linear(b + "attn.proj", w, w)
-        norm(b + "norm2", w)
-        linear(b + "mlp.fc1", BLIP_VIT["mlp_ratio"] * w, w)
-        linear(b + "mlp.fc2", w, BLIP_VIT["mlp_ratio"] * w)
-    norm(v + "norm", w)
-    e = "blip.text_encoder."
-    state[e + "embeddings.word_embeddings.weight"] = torch.randn(vocab, h)
-    state[e + "embeddings.position_embeddings.weight"] = torch.randn(t["max_position_embeddings"], h)
-    state[e + "embeddings.position_ids"] = torch.arange(t["max_position_embeddings"]).expand(1, -1).clone()
-    norm(e + "embeddings.LayerNorm", h)
-    for i in range(t["num_hidden_layers"]):
-        b = f"{e}encoder.layer.{i}."
-        for attn, kv_width in (("attention", h), ("crossattention", w)):
-            linear(f"{b}{attn}.self.query", h, h)
-            linear(f"{b}{attn}.self.key", h, kv_width)
-            linear(f"{b}{attn}.self.value", h, kv_width)
-            linear(f"{b}{attn}.output.dense", h, h)
-            norm(f"{b}{attn}.output.LayerNorm", h)
-        linear(b + "intermediate.dense", inner, h)
-        linear(b + "output.dense", h, inner)
-        norm(b + "output.LayerNorm", h)
-    linear("blip.vision_proj", 256, w)  # BLIP's contrastive projections: saved, unused by the score
-    linear("blip.text_proj", 256, h)
-    for k, param in AestheticMLP(h).state_dict().items():
-        state[f"mlp.{k}"] = torch.randn_like(param) / param.shape[-1] ** 0.5
-
     out.mkdir(parents=True, exist_ok=True)
-    torch.save(state, out / DEFAULT_CHECKPOINT)
+    torch.save(_imagereward_state(vocab), out / DEFAULT_CHECKPOINT)
     med = {
         "architectures": ["BertModel"],
         "attention_probs_dropout_prob": 0.1,
@@ -559,14 +510,82 @@ def make_imagereward(out: Path) -> Path:
         "pad_token_id": tok.pad_token_id,
         "type_vocab_size": 2,
         "vocab_size": vocab,
-        "encoder_width": w,
+        "encoder_width": BLIP_VIT["width"],
         "add_cross_attention": True,
-        **t,
+        **BLIP_TEXT,
     }
     (out / MED_CONFIG).write_text(json.dumps(med, indent=2) + "\n")
     (out / VISION_CONFIG).write_text(json.dumps({"num_attention_heads": BLIP_VIT["heads"]}, indent=2) + "\n")
     tok.save_pretrained(out / "tokenizer")
     return out
+
+
+class _RandomState(dict):
+    """A state dict filled with random tensors by layer kind (scaled so activations stay around 1)."""
+
+    def linear(self, name: str, n_out: int, n_in: int) -> None:
+        import torch
+
+        self[f"{name}.weight"] = torch.randn(n_out, n_in) / n_in**0.5
+        self[f"{name}.bias"] = 0.1 * torch.randn(n_out)
+
+    def norm(self, name: str, n: int) -> None:
+        import torch
+
+        self[f"{name}.weight"] = 1 + 0.2 * torch.randn(n)
+        self[f"{name}.bias"] = 0.1 * torch.randn(n)
+
+
+def _imagereward_state(vocab: int) -> dict:
+    """ImageReward.pt's tensors under their original names: the timm ViT, BLIP's BERT, projections, the MLP."""
+    import torch
+
+    from srsoup.rewards.aesthetic import AestheticMLP
+
+    state, w, p = _RandomState(), BLIP_VIT["width"], BLIP_VIT["patch"]
+    v, grid = "blip.visual_encoder.", BLIP_VIT["image_size"] // p
+    state[v + "cls_token"] = 0.5 * torch.randn(1, 1, w)
+    state[v + "pos_embed"] = 0.5 * torch.randn(1, grid * grid + 1, w)
+    state[v + "patch_embed.proj.weight"] = torch.randn(w, 3, p, p) / (3 * p * p) ** 0.5
+    state[v + "patch_embed.proj.bias"] = 0.1 * torch.randn(w)
+    for i in range(BLIP_VIT["depth"]):
+        b = f"{v}blocks.{i}."
+        state.norm(b + "norm1", w)
+        state.linear(b + "attn.qkv", 3 * w, w)
+        state.linear(b + "attn.proj", w, w)
+        state.norm(b + "norm2", w)
+        state.linear(b + "mlp.fc1", BLIP_VIT["mlp_ratio"] * w, w)
+        state.linear(b + "mlp.fc2", w, BLIP_VIT["mlp_ratio"] * w)
+    state.norm(v + "norm", w)
+    _blip_bert_state(state, vocab, w)
+    state.linear("blip.vision_proj", 256, w)  # BLIP's contrastive projections: saved, unused by the score
+    state.linear("blip.text_proj", 256, BLIP_TEXT["hidden_size"])
+    for k, param in AestheticMLP(BLIP_TEXT["hidden_size"]).state_dict().items():
+        state[f"mlp.{k}"] = torch.randn_like(param) / param.shape[-1] ** 0.5
+    return dict(state)
+
+
+def _blip_bert_state(state: _RandomState, vocab: int, vision_width: int) -> None:
+    """BLIP's image-grounded BERT: embeddings, and per layer self-attention, cross-attention to the ViT, MLP."""
+    import torch
+
+    t, e = BLIP_TEXT, "blip.text_encoder."
+    h, inner = t["hidden_size"], t["intermediate_size"]
+    state[e + "embeddings.word_embeddings.weight"] = torch.randn(vocab, h)
+    state[e + "embeddings.position_embeddings.weight"] = torch.randn(t["max_position_embeddings"], h)
+    state[e + "embeddings.position_ids"] = torch.arange(t["max_position_embeddings"]).expand(1, -1).clone()
+    state.norm(e + "embeddings.LayerNorm", h)
+    for i in range(t["num_hidden_layers"]):
+        b = f"{e}encoder.layer.{i}."
+        for attn, kv_width in (("attention", h), ("crossattention", vision_width)):
+            state.linear(f"{b}{attn}.self.query", h, h)
+            state.linear(f"{b}{attn}.self.key", h, kv_width)
+            state.linear(f"{b}{attn}.self.value", h, kv_width)
+            state.linear(f"{b}{attn}.output.dense", h, h)
+            state.norm(f"{b}{attn}.output.LayerNorm", h)
+        state.linear(b + "intermediate.dense", inner, h)
+        state.linear(b + "output.dense", h, inner)
+        state.norm(b + "output.LayerNorm", h)
 
 
 BUILDERS = {
