@@ -18,6 +18,8 @@ METHOD_COLOURS = {
     "single": "tab:green",
     "none": "black",
     "best_of_n": "tab:purple",
+    "fk": "tab:red",
+    "select": "tab:cyan",
 }
 # none and single are reference points, drawn with markers no guided series uses.
 REFERENCE_MARKERS = {"none": "*", "single": "^"}
