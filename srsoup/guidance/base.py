@@ -8,6 +8,7 @@ sampler never compare method names: what differs between methods is a hook on th
 - which chains it steps (``num_chains``) and where they start (``initial_latents``),
 - each step (``step``), what happens after the last one (``finish``),
 - the exact plan of counts (``plan``), the size ``budget=fit`` scales (``budget_key``),
+- the checks of options that need the number of steps T (``check_steps``, run by ``plan``),
 - what it adds to summary.json (``summary_fields``) and which chains the trace compares (``trace_anchors``).
 """
 
@@ -20,6 +21,7 @@ from typing import ClassVar
 
 import torch
 
+from srsoup.errors import SrsoupError
 from srsoup.guidance.steps import StepContext, anchor_rows, check_count
 
 
@@ -134,8 +136,25 @@ class Guidance(ABC):
         return self.num_candidates
 
     # --- counts -------------------------------------------------------------------------------------------
+    def check_steps(self, num_steps: int) -> None:  # noqa: B027 - optional hook; most options do not need T
+        """Raise ValueError (one line naming the key) for an option that does not fit a schedule of T steps."""
+
+    def checked_steps(self, num_steps: int) -> int:
+        """``num_steps`` after ``check_steps``, whose ValueError becomes an ``SrsoupError``.
+
+        The base ``plan`` calls it first, and so must a method's own ``plan`` where it has options that need T: the
+        spec plans each run before loading a model, so an option that T rules out is reported as one error line
+        (``srsoup: error: …``) before any work, like the checks of the constructor and ``setup``.
+        """
+        try:
+            self.check_steps(num_steps)
+        except ValueError as err:
+            raise SrsoupError(str(err).splitlines()[0]) from None
+        return num_steps
+
     def plan(self, num_steps: int) -> Plan:
         """Reward queries per reward and denoiser evals for one group (DESIGN §1 counting rules)."""
+        self.checked_steps(num_steps)
         queries = torch.zeros(len(self.reward_names), dtype=torch.long)
         phases: dict[str, dict[str, int]] = {}
         decodes = self.num_chains

@@ -11,9 +11,7 @@ from __future__ import annotations
 import torch
 
 from srsoup.guidance.base import Chains, Guidance, Plan
-from srsoup.guidance.steps import StepContext, normalize_rewards, step_noise
-
-X_T_KEY = 2**31 - 1  # the "step" under which the extra starting latents are keyed
+from srsoup.guidance.steps import StepContext, normalize_rewards, seeded_latents
 
 
 class BestOfN(Guidance):
@@ -29,10 +27,7 @@ class BestOfN(Guidance):
 
     def initial_latents(self, backbone, seed: int) -> torch.Tensor:
         """Sample 0 starts from the seed's x_T (as `none`); the others from x_T keyed by (seed, index)."""
-        first = backbone.initial_latents(torch.Generator().manual_seed(seed))
-        rest = step_noise(seed, X_T_KEY, self.num_candidates, backbone.latent_shape)[1:]
-        rest = rest * backbone.init_noise_sigma
-        return torch.cat([first, rest.to(first)])
+        return seeded_latents(backbone, seed, self.num_candidates)
 
     def candidate_plan(self, step: int, num_steps: int) -> list[tuple[int, torch.Tensor]]:
         return []

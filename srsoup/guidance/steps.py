@@ -123,6 +123,27 @@ def step_noise(seed: int, step: int, k: int, shape: Sequence[int], antithetic: b
     return torch.cat([noise, -noise]) if antithetic else noise
 
 
+#: The "step" under which extra starting latents are keyed (never a real step index).
+X_T_KEY = 2**31 - 1
+
+
+def seeded_latents(backbone: Backbone, seed: int, n: int) -> torch.Tensor:
+    """n starting latents [n, ...]: the seed's own x_T first (so sample 0 is the unguided sample), the others x_T
+    keyed by (seed, index) through ``step_noise``, so each is the same whatever n is."""
+    first = backbone.initial_latents(torch.Generator().manual_seed(seed))
+    rest = step_noise(seed, X_T_KEY, n, backbone.latent_shape)[1:] * backbone.init_noise_sigma
+    return torch.cat([first, rest.to(first)])
+
+
+def step_generator(seed: int, step: int, stream: int) -> torch.Generator:
+    """A CPU generator for a method's own random choices at (seed, step) (resampling, softmax selection).
+
+    ``stream`` tells the choices of different methods apart; none collides with ``step_noise``'s keys.
+    """
+    state = np.random.SeedSequence([seed, step, stream, 0xC401CE]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
+
+
 @dataclass
 class StepStats:
     """What a step did, per chain: queries and evals it caused, candidate reward statistics."""

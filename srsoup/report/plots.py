@@ -18,6 +18,8 @@ METHOD_COLOURS = {
     "single": "tab:green",
     "none": "black",
     "best_of_n": "tab:purple",
+    "fk": "tab:red",
+    "select": "tab:cyan",
 }
 # Methods without a colour of their own (a new method, a user's) take these, one each, in order of appearance.
 SPARE_COLOURS = ("tab:red", "tab:cyan", "tab:olive", "tab:pink", "tab:brown", "tab:gray", "gold", "navy")
