@@ -1,0 +1,143 @@
+"""Full-size models on this machine's CPU, random weights, no download: seconds per call, peak RSS, overhead.
+
+    python -m srsoup.bench.realsize --out bench/realsize      # about an hour on 2 cores; writes results.{json,md}
+
+Every case is a real ``srsoup run`` in its own child process (``srsoup.bench.execute``), so its peak RSS is its
+own; seconds per denoiser eval, decode and reward query come from the run's own timers (summary.json
+``timing``) divided by its counts. Cases:
+
+- ``sd15``: SD1.5 at 512 px, a short srsoup run (T = 2, K = 2, 3 weights, aesthetic at random init vs JPEG
+  compressibility): every kind of call, and the whole-run overhead ratio (wall / time in model calls).
+- ``sd15_chunk{2,8,32}``: the same model with 16 candidates a step at three ``chunk_size`` values: peak RSS
+  against the batch rows, beside ``srsoup plan``'s estimate.
+- ``sdxl``: SDXL at 1024 px, one unguided step (one eval, one decode; its calls are minutes each on a CPU).
+- the other models: one unguided step in bf16 where ``srsoup plan`` says they fit in 80% of this machine's RAM,
+  else recorded as not fitting, with the estimate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+PROMPT = "prompts.texts=[a photo of a hippopotamus]"
+COMMON = [PROMPT, "seeds=[0]", "device=cpu", "eval_rewards=none", "model.init=random", "progress=false"]
+SRSOUP = ["guidance=srsoup", "weights=coarse", "rewards=aes_compress", "rewards.aesthetic.init=random"]
+ONE_STEP = ["guidance=none", "sampler.steps=1", "rewards=colorful_compress"]
+CASES = {
+    "sd15": ["model=sd15", *SRSOUP, "sampler.steps=2", "guidance.num_candidates=2", "guidance.soup_end_step=1"],
+    **{
+        f"sd15_chunk{c}": [
+            "model=sd15",
+            *SRSOUP,
+            "sampler.steps=1",
+            "guidance.num_candidates=8",
+            f"chunk_size={c}",
+        ]
+        for c in (2, 8, 32)
+    },
+    "sdxl": ["model=sdxl", *ONE_STEP],
+}
+OTHERS = ("sd35m", "sd35l", "flux_dev", "flux_schnell", "sana")
+
+
+def per_call(summary: dict) -> dict:
+    """Seconds per denoiser eval, decode and reward query of a run, from its timers and counts."""
+    timing, plan = summary["timing"], summary["plan"]["per_group"]
+    groups = summary["groups_complete"] or 1
+    queries = summary["reward_queries"]
+    return {
+        "denoiser_eval_s": round(timing.get("denoiser_seconds", 0) / max(summary["denoiser_evals"], 1), 3),
+        "decode_s": round(timing.get("decode_seconds", 0) / max(plan["decodes"] * groups, 1), 3),
+        "reward_query_s": round(timing.get("reward_seconds", 0) / queries, 4) if queries else None,
+        "load_s": timing.get("load_seconds"),
+        "model_s": timing.get("model_seconds"),
+        "wall_s": summary["wall_seconds"],
+        "overhead": round(summary["wall_seconds"] / (timing["model_seconds"] + timing["load_seconds"]), 3),
+    }
+
+
+def estimate_gib(overrides: list[str]) -> dict:
+    """``srsoup plan``'s weights and peak memory for a configuration (GiB)."""
+    from srsoup.compose import compose
+    from srsoup.planning import estimate
+    from srsoup.spec import build_spec
+
+    est = estimate(build_spec(compose(overrides), planning=True))
+    return {"weights_gib": round(est.weight_bytes / 2**30, 2), "estimate_gib": round(est.peak_bytes / 2**30, 2)}
+
+
+def run_case(name: str, overrides: list[str], runs: Path, threads: int) -> dict:
+    from srsoup.bench.execute import launch
+    from srsoup.bench.plan import RunDef
+
+    side = launch(RunDef(name, "realsize", overrides), runs, in_process=False, threads=threads)
+    record = {"case": name, "overrides": overrides, **estimate_gib(overrides)}
+    if side.get("error"):
+        return {**record, "error": side["error"]}
+    summary = json.loads((runs / name / "summary.json").read_text())
+    return {**record, **per_call(summary), "peak_rss_gib": round(side["peak_rss_mb"] / 1024, 2)}
+
+
+def other_cases(ram_gib: float) -> dict[str, list[str]]:
+    """One bf16 unguided step of each other model that ``srsoup plan`` says fits in 80% of the RAM."""
+    cases = {}
+    for model in OTHERS:
+        overrides = [f"model={model}", *ONE_STEP, *COMMON, "dtype=bf16"]
+        if estimate_gib(overrides)["estimate_gib"] <= 0.8 * ram_gib:
+            cases[model] = [f"model={model}", *ONE_STEP, "dtype=bf16"]
+    return cases
+
+
+def markdown(results: list[dict], machine: dict) -> str:
+    lines = [
+        f"Full size on {machine['cpu']} ({machine['logical_cores']} cores, {machine['ram_gib']} GiB RAM), "
+        f"torch {machine['torch']}, random weights (`init=random`), one child process a case.",
+        "",
+        "| case | s / eval | s / decode | s / query | load s | wall / (model + load) | peak RSS GiB | "
+        "plan: weights / peak GiB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        if "error" in r or "not_run" in r:
+            why = r.get("error") or r["not_run"]
+            lines.append(
+                f"| {r['case']} | – | – | – | – | – | – | {r['weights_gib']} / {r['estimate_gib']} ({why}) |"
+            )
+            continue
+        lines.append(
+            f"| {r['case']} | {r['denoiser_eval_s']} | {r['decode_s']} | {r['reward_query_s'] or '–'} | "
+            f"{r['load_s']} | {r['overhead']} | {r['peak_rss_gib']} | {r['weights_gib']} / {r['estimate_gib']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m srsoup.bench.realsize", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="bench/realsize", help="output folder (default bench/realsize)")
+    parser.add_argument("--cases", help="comma-separated subset of the cases")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per child (0 = all cores)")
+    args = parser.parse_args(argv)
+    from srsoup.bench.execute import machine
+
+    out = Path(args.out)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    info = machine()
+    cases = {**CASES, **other_cases(info["ram_gib"])}
+    chosen = args.cases.split(",") if args.cases else list(cases)
+    results = [
+        run_case(name, [*cases[name], *COMMON], out / "runs", args.threads) for name in chosen if name in cases
+    ]
+    for model in set(OTHERS) - set(cases):
+        overrides = [f"model={model}", *ONE_STEP, *COMMON, "dtype=bf16"]
+        results.append({"case": model, **estimate_gib(overrides), "not_run": "does not fit in 80% of RAM"})
+    (out / "results.json").write_text(json.dumps({"machine": info, "results": results}, indent=2) + "\n")
+    (out / "results.md").write_text(markdown(results, info))
+    print(markdown(results, info), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
