@@ -48,9 +48,10 @@ def group(prompt_idx: int, seed: int):
 
 
 def fresh(path) -> RunDir:
-    """A run dir ready to commit into, as the runner prepares one (mkdir, then repair)."""
+    """A run dir ready to commit into, as the runner prepares one (mkdir, fingerprint, then repair)."""
     out = RunDir(path, REWARD_COLS, TRACE_COLS, chains=CHAINS)
     path.mkdir(parents=True, exist_ok=True)
+    out.write_fingerprint(FINGERPRINT)
     assert out.repair() == set()
     return out
 
