@@ -209,10 +209,20 @@ def differences(old, new, path: str = "") -> list[str]:
             elif old[k] != new[k]:
                 out += differences(old[k], new[k], key)
         return out
-    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        i = next(i for i, (a, b) in enumerate(zip(old, new)) if a != b)
-        return differences(old[i], new[i], f"{path}[{i}]")
+    if isinstance(old, list) and isinstance(new, list):
+        sizes = f" ({len(old)} → {len(new)} entries)" if len(old) != len(new) else ""
+        i = next((i for i, (a, b) in enumerate(zip(old, new)) if a != b), None)
+        if i is None:
+            return [f"{path}: {len(old)} → {len(new)} entries"]
+        if _nested(old[i]) and _nested(new[i]) and not sizes:
+            return differences(old[i], new[i], f"{path}[{i}]")
+        return [f"{path}[{i}]: {_shown(old[i])} → {_shown(new[i])}{sizes}"]  # e.g. one weight row, one prompt
     return [f"{path}: {_shown(old)} → {_shown(new)}"]
+
+
+def _nested(value) -> bool:
+    """A dict, or a list holding containers: worth descending into to name what differs."""
+    return isinstance(value, dict) or (isinstance(value, list) and any(isinstance(v, dict | list) for v in value))
 
 
 class RunDir:
@@ -262,7 +272,7 @@ class RunDir:
         if old == new:
             return None
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        diffs = differences({k: old.get(k) for k in changed}, {k: new.get(k) for k in changed})
+        diffs = differences({k: old[k] for k in changed if k in old}, {k: new[k] for k in changed if k in new})
         more = f"; and {len(diffs) - 3} more" if len(diffs) > 3 else ""
         return (
             f"run dir {self.path} holds a run with other settings ({', '.join(changed)}): "
