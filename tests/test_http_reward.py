@@ -38,6 +38,7 @@ class Service:
         self.lock = threading.Lock()
         self.in_flight = 0
         self.most_in_flight = 0
+        self.headers: list[dict] = []
 
     def next_action(self):
         with self.lock:
@@ -55,6 +56,7 @@ def make_handler(service: Service):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             with service.lock:
                 service.requests.append(body)
+                service.headers.append(dict(self.headers))
                 service.in_flight += 1
                 service.most_in_flight = max(service.most_in_flight, service.in_flight)
             try:
@@ -332,3 +334,53 @@ def test_run_with_http_reward_end_to_end(service, toy_cfg, tmp_path):
         "w_jpeg_compressibility",
     ]
     assert len(rows) == 1 + 6
+
+
+def test_secrets_never_reach_the_run_dir(service, toy_model_dir, tmp_path):
+    """A token from the environment (the pattern reward/http.yaml suggests) and a literal header value are sent to
+    the service, and written nowhere under the run dir: not in summary.json, the fingerprint, or .hydra/."""
+    import os
+    import subprocess
+    import sys
+
+    token, literal = "planted-env-token-8c1d", "planted-literal-key-5e2a"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "srsoup",
+            "run",
+            f"model.pretrained={toy_model_dir}",
+            "rewards=http",
+            f"rewards.http.url={service.url}",
+            '+rewards.http.headers.Authorization="Bearer ${oc.env:REWARD_TOKEN}"',
+            f"+rewards.http.headers.X-Api-Key={literal}",
+            "rewards.http.cache_dir=null",
+            "guidance=none",
+            "sampler.steps=1",
+            "eval_rewards=none",
+            "progress=false",
+            "prompts.texts=[a red circle on a blue background]",
+            "hydra.run.dir=run",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "REWARD_TOKEN": token},
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert service.headers and all(h["Authorization"] == f"Bearer {token}" for h in service.headers)
+    assert all(h["X-Api-Key"] == literal for h in service.headers)
+    files = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    assert {"summary.json", "config.yaml", "overrides.yaml", "hydra.yaml", "fingerprint.json"} <= {
+        p.name for p in files
+    }
+    leaks = [
+        str(p.relative_to(tmp_path))
+        for p in files
+        if token.encode() in p.read_bytes() or literal.encode() in p.read_bytes()
+    ]
+    assert leaks == []
+    headers = json.loads((tmp_path / "run" / "summary.json").read_text())["config"]["rewards"]["http"]["headers"]
+    assert headers == {"Authorization": "Bearer ${oc.env:REWARD_TOKEN}", "X-Api-Key": "<redacted>"}
