@@ -371,7 +371,7 @@ def build_spec(cfg: DictConfig, planning: bool = False) -> RunSpec:
     prompt_indices = shard_indices(len(prompts), p.get("shard", 0), p.get("num_shards", 1))
     seeds = _seeds(c.get("seeds"))
     steps, cfg_scale, eta = _sampler(sampler, model)
-    chunk_size = c.get("chunk_size")
+    chunk_size = model.get("default_chunk_size", 64) if c.get("chunk_size") is None else c["chunk_size"]
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise SrsoupError(f"chunk_size={chunk_size!r} must be an integer >= 1 (rows in one model batch)")
     device = resolve_device(str(c.get("device", "auto")), planning)
