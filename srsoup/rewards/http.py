@@ -84,7 +84,9 @@ def _recorded(connection_class, record: list):
     return make
 
 
-class _HTTPHandler(urllib.request.HTTPHandler):
+class _Recording:
+    """A urllib handler whose connections are ``_recorded``."""
+
     def __init__(self, record: list):
         super().__init__()
         self.record = record
@@ -93,13 +95,12 @@ class _HTTPHandler(urllib.request.HTTPHandler):
         return super().do_open(_recorded(http_class, self.record), req, **kwargs)
 
 
-class _HTTPSHandler(urllib.request.HTTPSHandler):
-    def __init__(self, record: list):
-        super().__init__()
-        self.record = record
+class _HTTPHandler(_Recording, urllib.request.HTTPHandler):
+    pass
 
-    def do_open(self, http_class, req, **kwargs):
-        return super().do_open(_recorded(http_class, self.record), req, **kwargs)
+
+class _HTTPSHandler(_Recording, urllib.request.HTTPSHandler):
+    pass
 
 
 class HttpReward:
