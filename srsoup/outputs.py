@@ -431,7 +431,7 @@ class Ledger:
         previous = out.read_summary()  # the invocations before this one (the fingerprint was checked)
         self.groups: dict[str, dict] = dict(previous.get("groups", {}))
         self.wall_before = float(previous.get("wall_seconds", 0.0))
-        self.stats_before: dict = previous.get("reward_stats", {}) if isinstance(previous, dict) else {}
+        self.stats_before: dict = previous.get("reward_stats", {})
         self.live_stats = live_stats or dict
         self.load_seconds = 0.0
 
