@@ -1,7 +1,5 @@
 """``python -m srsoup`` = the ``srsoup`` command."""
 
-import sys
+from srsoup.cli import console_main
 
-from srsoup.cli import main
-
-sys.exit(main())
+console_main()

@@ -46,8 +46,12 @@ def _run(argv: list[str]) -> int:
     if moved:
         print(f"srsoup: error: {moved}", file=sys.stderr)
         return 2
+    import logging
+
     import hydra
     from omegaconf import DictConfig
+
+    logging.raiseExceptions = False  # a full disk under srsoup.log must not print tracebacks between our lines
 
     from srsoup.config import register_configs
     from srsoup.errors import SrsoupError
@@ -72,6 +76,9 @@ def _run(argv: list[str]) -> int:
     sys.argv = ["srsoup run", *argv]
     try:
         task()
+    except KeyboardInterrupt as err:  # Ctrl-C: one line (how far it got, how to resume), never a traceback
+        print(f"srsoup: {err}" if str(err) else "srsoup: interrupted", file=sys.stderr)
+        return 130
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
         # Hydra exits 1 on composition errors (unknown option, bad override): those are usage errors.
@@ -113,7 +120,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def console_main() -> None:
     """Entry point of the ``srsoup`` console script."""
-    sys.exit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        print("srsoup: interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ class SamplerConfig:
 @dataclass
 class WeightsConfig:
     #: Explicit preference weights, one list of M numbers per chain (each on the simplex); null = generated.
-    grid: list[list[float]] | None = None
+    #: Typed loosely so that integers (``[[1,0],[0.5,0.5],[0,1]]``) pass; spec.py checks every entry.
+    grid: Any = None
     #: Generated grid: simplex lattice with this many divisions; null = paper grid (6 for M=2, 13 for M=3).
     divisions: int | None = None
 
@@ -44,8 +45,19 @@ class BudgetConfig:
 class PromptsConfig:
     #: Prompts, in order; prompt_idx in the outputs is the position here.
     texts: list[str] = field(default_factory=list)
-    #: A text file with one prompt per line (blank lines and lines starting with # skipped); used if set.
+    #: A prompt file, used if set: .txt (one a line, # comments), .json (a list, or category -> list), .jsonl
+    #: (one object a line), .tsv/.csv (a header row); see srsoup/prompts.py.
     path: str | None = None
+    #: The prompt field of .json/.jsonl/.tsv/.csv records; null = the first of prompt, Prompt, Prompts, text.
+    column: str | None = None
+    #: Keep only this category (or list of categories): the field category/Category/tag, or a JSON object's keys.
+    category: Any = None
+    #: Keep the first N prompts (after the category filter); null = all.
+    limit: int | None = None
+    #: Split the prompts into this many interleaved shards (one job each); indices stay global.
+    num_shards: int = 1
+    #: Which shard this run computes: prompts shard, shard + num_shards, ... (0-based).
+    shard: int = 0
 
 
 @dataclass

@@ -1,15 +1,15 @@
 """``run(cfg)``: validate the whole plan, load the models once, then sample, score and commit each group.
 
 The loop a newcomer follows: ``build_spec`` checks every choice before anything is loaded or written; the models
-load (a missing one leaves no half-made run dir); the run dir is repaired and complete prompt x seed groups are
-skipped; each remaining group runs all chains of the method, scores the final images, and commits atomically;
-summary.json says where the run stands after every group.
+load (a missing one leaves no half-made run dir); the run dir is locked (one process at a time) and repaired, and
+complete prompt x seed groups are skipped; each remaining group runs all chains of the method, scores the final
+images, and commits atomically; summary.json says where the run stands after every group. Ctrl-C and a full disk
+end with one line; what was committed stays, and the same command resumes.
 """
 
 from __future__ import annotations
 
 import logging
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +18,11 @@ from typing import Any
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from srsoup.errors import SrsoupError
+from srsoup.errors import Interrupted, SrsoupError
 from srsoup.guidance.base import Guidance
-from srsoup.outputs import Ledger, RunDir, group_key, image_name, png_bytes, reward_columns, trace_columns
+from srsoup.outputs import Ledger, RunDir, disk_error, display_path, group_key, image_name, png_bytes, stats_delta
 from srsoup.planning import check_memory
-from srsoup.rewards.base import CountingReward, QueryBudget, build_rewards
+from srsoup.rewards.base import CountingReward, QueryBudget, build_rewards, reward_stats
 from srsoup.sampling import sample_group
 from srsoup.spec import RunSpec, build_spec, describe
 
@@ -38,6 +38,10 @@ class Models:
     evaluators: dict[str, CountingReward]  # guided set + eval_rewards, scoring final images only
     budget: QueryBudget
     load_seconds: float = 0.0
+
+    def stats(self) -> dict[str, dict]:
+        """Per reward: queries, evaluation queries, and what the reward reports itself (cache hits, cost, ...)."""
+        return reward_stats(self.rewards, self.evaluators)
 
     def seconds(self) -> dict[str, float]:
         """Seconds spent in each kind of model call so far (the timers beside the counters)."""
@@ -77,24 +81,16 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Path:
         from hydra.core.hydra_config import HydraConfig
 
         run_dir = HydraConfig.get().runtime.output_dir
-    out = RunDir(
-        Path(run_dir),
-        reward_columns(spec.reward_names, [*spec.rewards, *spec.eval_rewards]),
-        trace_columns(spec.reward_names),
-        chains=len(spec.weights),
+    out = RunDir.of_rewards(
+        Path(run_dir), spec.reward_names, [*spec.rewards, *spec.eval_rewards], len(spec.weights)
     )
     problem = out.check_compatible(spec.fingerprint())
     if problem:
         raise SrsoupError(problem)
     if spec.fitted_from is not None:
         key = spec.method_cls.budget_key
-        log.info(
-            "budget: %s lowered from %d to %d to fit %d reward queries per group",
-            key,
-            spec.fitted_from,
-            spec.guidance[key],
-            spec.budget,
-        )
+        fitted = (key, spec.fitted_from, spec.guidance[key], spec.budget)
+        log.info("budget: %s lowered from %d to %d to fit %d reward queries per group", *fitted)
     if spec.random_weights():
         log.warning(
             "RANDOM WEIGHTS (init=random) for %s: images are noise; counts, compute, memory and timing are real",
@@ -102,31 +98,53 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Path:
         )
     check_memory(spec)  # a run that cannot fit is refused before anything loads
     models = load_models(spec)  # before anything is written: a missing model leaves no half-made run dir
-    out.path.mkdir(parents=True, exist_ok=True)
+    try:
+        out.path.mkdir(parents=True, exist_ok=True)
+        with out.lock():  # one process at a time; a second one is refused naming this one's pid
+            return run_groups(spec, models, out, start)
+    except OSError as err:  # a full disk, a vanished or read-only dir: one line, the committed groups stay
+        raise SrsoupError(disk_error(out.path, err)) from None
+
+
+def run_groups(spec: RunSpec, models: Models, out: RunDir, start: float) -> Path:
+    """Under the run-dir lock: repair, skip complete groups, run and commit the rest, keep summary.json current."""
+    problem = out.check_compatible(spec.fingerprint())  # again, now that no other process can write
+    if problem:
+        raise SrsoupError(problem)
+    out.write_fingerprint(spec.fingerprint())
     done = out.repair()
-    ledger = Ledger(out, describe(spec, _versions()), spec.plan.reward_queries_by_reward, start, bool(done))
+    ledger = Ledger(out, describe(spec), spec.plan.reward_queries_by_reward, start, models.stats)
     ledger.load_seconds = models.load_seconds
-    all_groups = [(p, s) for p in range(len(spec.prompts)) for s in spec.seeds]
-    todo = [key for key in all_groups if key not in done]
-    if done:
-        log.info("resuming %s: %d of %d groups already complete", out.path, len(done), len(all_groups))
-    ledger.write("partial")
+    todo = [key for key in spec.groups if key not in done]
+    complete, where = len(spec.groups) - len(todo), display_path(out.path)
+    if complete:
+        log.info("resuming %s: %d of %d groups already complete", out.path, complete, len(spec.groups))
     method = spec.build_method()
     try:
+        ledger.write("partial")
         for prompt_idx, seed in tqdm(todo, desc="groups", disable=not spec.progress, dynamic_ncols=True):
             ledger.groups[group_key(prompt_idx, seed)] = run_group(spec, models, method, out, prompt_idx, seed)
+            complete += 1
             ledger.write("partial")
+    except (KeyboardInterrupt, SystemExit) as err:
+        # Ctrl-C, or a scheduler's preemption signal (submitit exits to requeue): partial, resumable as it is.
+        ledger.close("partial", f"interrupted ({type(err).__name__})")
+        if isinstance(err, KeyboardInterrupt):
+            raise Interrupted(
+                f"interrupted; {complete} of {len(spec.groups)} groups complete in {where}; "
+                "rerun the same command to resume"
+            ) from None
+        raise
     except BaseException as err:
         # Complete groups stay committed; the summary says why the rest is missing (reports list it).
-        ledger.write("failed", error=f"{type(err).__name__}: {err}".splitlines()[0])
+        ledger.close("failed", f"{type(err).__name__}: {err}".splitlines()[0])
         raise
     summary = ledger.write("complete")
-    where = _display(out.path)
     msg = (
-        f"srsoup: {summary['images']} images ({len(spec.prompts)} prompts x {len(spec.seeds)} seeds x "
-        f"{len(spec.weights)} weights, {spec.method}) in {where}/images; scores in {where}/rewards.csv, "
-        f"per-step trace in trace.csv, totals in summary.json ({summary['reward_queries']} reward queries, "
-        f"{summary['denoiser_evals']} denoiser evals)"
+        f"srsoup: {len(spec.groups) * len(spec.weights)} images ({len(spec.prompt_indices)} prompts x "
+        f"{len(spec.seeds)} seeds x {len(spec.weights)} weights, {spec.method}) in {where}/images; scores in "
+        f"{where}/rewards.csv, per-step trace in trace.csv, totals in summary.json ({summary['reward_queries']} "
+        f"reward queries, {summary['denoiser_evals']} denoiser evals)"
     )
     log.info(msg)
     print(msg)
@@ -135,7 +153,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Path:
 
 def run_group(spec: RunSpec, models: Models, method: Guidance, out: RunDir, prompt_idx: int, seed: int) -> dict:
     """Sample one prompt x seed group, score its final images, commit them; returns its summary entry."""
-    start, seconds = time.time(), models.seconds()
+    start, seconds, stats = time.time(), models.seconds(), models.stats()
     prompt = spec.prompts[prompt_idx]
     models.budget.reset()
     result = sample_group(
@@ -164,24 +182,5 @@ def run_group(spec: RunSpec, models: Models, method: Guidance, out: RunDir, prom
         "denoiser_evals": int(result.evals.sum()),
         "wall_seconds": round(time.time() - start, 3),
         "model_seconds": {k: round(after[k] - seconds[k], 4) for k in after},
+        **stats_delta(models.stats(), stats),  # e.g. which queries a paid reward served from its cache
     }
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for pkg in ("srsoup", "torch", "diffusers", "transformers", "hydra-core"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = "unknown"
-    return out
-
-
-def _display(path: Path) -> str:
-    """The path relative to the working directory when it lies below it (as the user typed it)."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)

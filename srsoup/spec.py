@@ -23,7 +23,8 @@ from srsoup.devices import resolve_device, resolve_dtype
 from srsoup.errors import SrsoupError
 from srsoup.guidance.base import Guidance, Plan
 from srsoup.hub import Source
-from srsoup.prompts import load_prompts
+from srsoup.prompts import load_prompts, shard_indices
+from srsoup.redact import Secrets
 
 log = logging.getLogger("srsoup")
 
@@ -60,7 +61,8 @@ class RunSpec:
     guidance: dict[str, Any]  # the options the method takes
     grid: list[list[float]]  # the user's weight grid
     weights: list[list[float]]  # the method's output rows (NaN where a row has no weight)
-    prompts: list[str]
+    prompts: list[str]  # every prompt of the run; prompt_idx is the position here
+    prompt_indices: list[int]  # the prompts this job computes (its shard; all of them unsharded)
     seeds: list[int]
     steps: int
     cfg_scale: float
@@ -72,7 +74,8 @@ class RunSpec:
     plan: Plan
     fitted_from: int | None = None
     progress: bool = True
-    config: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)  # the resolved config with secrets redacted (srsoup/redact.py)
+    secrets: Secrets | None = field(default=None, repr=False)
 
     @property
     def method(self) -> str:
@@ -90,10 +93,18 @@ class RunSpec:
     def build_method(self) -> Guidance:
         return build_method(self.method_cls, self.guidance, self.grid, self.reward_names)
 
+    @property
+    def groups(self) -> list[tuple[int, int]]:
+        """This job's (prompt_idx, seed) groups, in run order."""
+        return [(p, s) for p in self.prompt_indices for s in self.seeds]
+
     def fingerprint(self) -> dict:
-        """What must not change when a run dir is resumed (seeds may be added)."""
-        return dict(
-            model=self.model,
+        """What must not change when a run dir is resumed (seeds, shards and appended prompts may be added).
+
+        Secrets are redacted: a rotated token resumes, and no token is written to the run dir.
+        """
+        fingerprint = dict(
+            model=self.config.get("model", self.model),
             rewards=self.reward_names,
             eval_rewards=list(self.eval_rewards),
             method=self.method,
@@ -105,9 +116,24 @@ class RunSpec:
             eta=self.eta,
             dtype=str(self.dtype),
         )
+        return self.secrets.scrub(fingerprint) if self.secrets else fingerprint
 
 
-def describe(spec: RunSpec, versions: dict[str, str]) -> dict:
+def versions() -> dict[str, str]:
+    """Python's and the main packages' versions, for summary.json."""
+    import importlib.metadata as md
+    import platform
+
+    out = {"python": platform.python_version()}
+    for pkg in ("srsoup", "torch", "diffusers", "transformers", "hydra-core"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "unknown"
+    return out
+
+
+def describe(spec: RunSpec) -> dict:
     """What summary.json says of the run besides its counts: method, settings, plan, fingerprint, config."""
     plan = spec.plan
     return {
@@ -121,7 +147,8 @@ def describe(spec: RunSpec, versions: dict[str, str]) -> dict:
         "weights": jsonable_weights(spec.weights),
         "prompts": len(spec.prompts),
         "seeds": spec.seeds,
-        "groups_total": len(spec.prompts) * len(spec.seeds),
+        "groups_total": len(spec.groups),
+        **_shard(spec),
         "plan": {
             "per_group": {
                 "reward_queries": plan.reward_queries,
@@ -136,10 +163,18 @@ def describe(spec: RunSpec, versions: dict[str, str]) -> dict:
         "random_weights": spec.random_weights(),
         "device": str(spec.device),
         "dtype": str(spec.dtype).replace("torch.", ""),
-        "versions": versions,
+        "versions": versions(),
         "fingerprint": spec.fingerprint(),
         "config": spec.config,
     }
+
+
+def _shard(spec: RunSpec) -> dict:
+    """summary.json's ``shard`` entry of a sharded job (which slice of the prompts it computes)."""
+    p = spec.config.get("prompts", {})
+    if p.get("num_shards", 1) == 1:
+        return {}
+    return {"shard": {"shard": p["shard"], "num_shards": p["num_shards"], "prompts": len(spec.prompt_indices)}}
 
 
 def jsonable_weights(weights: list[list[float]]) -> list[list[float | None]]:
@@ -161,6 +196,12 @@ def weight_grid(grid: list[list[float]] | None, divisions: int | None, names: li
             if d < 1:
                 raise SrsoupError(f"weights.divisions={d} must be >= 1")
             grid = [[i / d for i in c] for c in itertools.product(range(d + 1), repeat=m) if sum(c) == d]
+    if not isinstance(grid, list) or not all(isinstance(row, list) for row in grid):
+        raise SrsoupError(f"weights.grid={grid!r} must be a list of weight lists, e.g. [[1,0],[0.5,0.5],[0,1]]")
+    for i, row in enumerate(grid):
+        bad = [x for x in row if isinstance(x, bool) or not isinstance(x, int | float)]
+        if bad:
+            raise SrsoupError(f"weights.grid[{i}]={row} holds {bad[0]!r}, not a number")
     grid = [[float(x) for x in row] for row in grid]
     for i, row in enumerate(grid):
         if len(row) != m:
@@ -254,13 +295,53 @@ def _resolved(cfg: DictConfig) -> dict:
         raise SrsoupError(f"the config does not resolve: {err}".splitlines()[0]) from None
 
 
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes an unsigned 64-bit seed
+
+
 def _seeds(values) -> list[int]:
     seeds = [int(s) for s in (values or [])]
     if not seeds:
         raise SrsoupError("seeds=[] : give at least one seed, e.g. seeds=[0,1]")
     if len(set(seeds)) != len(seeds):
         raise SrsoupError(f"seeds={seeds} has duplicates")
+    bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
+    if bad:
+        raise SrsoupError(f"seeds: {bad[0]} is out of range; valid: integers from 0 to {MAX_SEED} (2^64 - 1)")
     return seeds
+
+
+def _number(key: str, value, low: float, high: float | None = None, default: str = "") -> float:
+    """A finite float in [low, high], or one line naming the key, the value and the valid range."""
+    ok = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+    if ok and low <= value and (high is None or value <= high):
+        return float(value)
+    valid = f"a number from {low:g} to {high:g}" if high is not None else f"a finite number >= {low:g}"
+    raise SrsoupError(f"{key}={value!r} is not valid; valid: {valid}{default}")
+
+
+def _sampler(sampler: dict, model: dict) -> tuple[int, float, float]:
+    """T, the CFG scale and η; null steps and CFG take the model's defaults (0 is not null)."""
+    steps = model["default_steps"] if sampler["steps"] is None else sampler["steps"]
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise SrsoupError(
+            f"sampler.steps={steps!r} must be an integer >= 1 (or null for the model's {model['default_steps']})"
+        )
+    cfg = model["default_cfg_scale"] if sampler["cfg_scale"] is None else sampler["cfg_scale"]
+    cfg_scale = _number(
+        "sampler.cfg_scale", cfg, 0, default=f" (or null for the model's {model['default_cfg_scale']})"
+    )
+    eta = _number("sampler.eta", sampler["eta"], 0, 1, " (DDIM eta: 1 = the stochastic step guidance needs)")
+    return steps, cfg_scale, eta
+
+
+def _check_step_options(cls: type[Guidance], options: dict, written: dict, steps: int) -> None:
+    """Options that are step indices may not pass sampler.steps; a value taken from the model's default may."""
+    for key in cls.step_options:
+        value = options.get(key)
+        if isinstance(written.get(key), str) and "${" in written[key]:
+            continue  # the model's default window: it ends at T when T is shorter
+        if isinstance(value, int) and value > steps:
+            raise SrsoupError(f"guidance.{key}={value} is past sampler.steps={steps}; valid: 0 to {steps}")
 
 
 def _model(model: dict) -> type[Backbone]:
@@ -277,6 +358,7 @@ def build_spec(cfg: DictConfig, planning: bool = False) -> RunSpec:
     ``planning``: for ``srsoup plan``, the device need not be present on this machine.
     """
     c = _resolved(cfg)
+    secrets = Secrets(cfg, c)
     model, sampler = c["model"], c["sampler"]
     backbone_cls = _model(model)
     rewards = c.get("rewards") or {}
@@ -284,16 +366,14 @@ def build_spec(cfg: DictConfig, planning: bool = False) -> RunSpec:
         raise SrsoupError("the reward set is empty; choose one, e.g. rewards=colorful_compress")
     names = list(rewards)
     eval_rewards = {k: v for k, v in (c.get("eval_rewards") or {}).items() if k not in rewards}
-    prompts = load_prompts(c["prompts"].get("texts"), c["prompts"].get("path"))
+    p = c["prompts"]
+    prompts = load_prompts(p.get("texts"), p.get("path"), p.get("column"), p.get("category"), p.get("limit"))
+    prompt_indices = shard_indices(len(prompts), p.get("shard", 0), p.get("num_shards", 1))
     seeds = _seeds(c.get("seeds"))
-    steps = sampler["steps"] or model["default_steps"]
-    if steps < 1:
-        raise SrsoupError(f"sampler.steps={steps} must be >= 1")
-    cfg_scale = float(model["default_cfg_scale"] if sampler["cfg_scale"] is None else sampler["cfg_scale"])
-    chunk_size = c.get("chunk_size")
-    chunk_size = int(model.get("default_chunk_size", 64) if chunk_size is None else chunk_size)
-    if chunk_size < 1:
-        raise SrsoupError(f"chunk_size={chunk_size} must be >= 1")
+    steps, cfg_scale, eta = _sampler(sampler, model)
+    chunk_size = model.get("default_chunk_size", 64) if c.get("chunk_size") is None else c["chunk_size"]
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise SrsoupError(f"chunk_size={chunk_size!r} must be an integer >= 1 (rows in one model batch)")
     device = resolve_device(str(c.get("device", "auto")), planning)
     if device.type == "meta":
         raise SrsoupError(f"device={c.get('device')!r} is not supported; valid: auto, cpu, cuda, cuda:N, mps")
@@ -301,7 +381,7 @@ def build_spec(cfg: DictConfig, planning: bool = False) -> RunSpec:
 
     grid = weight_grid(c["weights"].get("grid"), c["weights"].get("divisions"), names)
     method_cls, options = method_options(dict(c["guidance"]))
-    eta = float(sampler["eta"])
+    _check_step_options(method_cls, options, OmegaConf.to_container(cfg.guidance, resolve=False), steps)
     why = backbone_cls.deterministic_reason(model, eta)
     if method_cls.needs_noise and why:
         raise SrsoupError(f"guidance={method_cls.name} needs a stochastic step, but {why} makes it deterministic")
@@ -323,6 +403,7 @@ def build_spec(cfg: DictConfig, planning: bool = False) -> RunSpec:
         grid=grid,
         weights=method.weights.tolist(),
         prompts=prompts,
+        prompt_indices=prompt_indices,
         seeds=seeds,
         steps=steps,
         cfg_scale=cfg_scale,
@@ -334,5 +415,6 @@ def build_spec(cfg: DictConfig, planning: bool = False) -> RunSpec:
         plan=plan,
         fitted_from=fitted_from,
         progress=bool(c.get("progress", True)),
-        config={k: v for k, v in c.items() if k != "hydra"},
+        config=secrets.redact({k: v for k, v in c.items() if k != "hydra"}),
+        secrets=secrets,
     )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -124,3 +127,83 @@ def test_non_editable_install_runs_from_anywhere(toy_model_dir, tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert (work / "out" / "rewards.csv").exists()
+
+
+def test_ctrl_c_is_one_line_and_a_second_process_is_refused(toy_model_dir, tmp_path):
+    """Ctrl-C ends with one line naming what is complete (exit 130); a second process into the same run dir is
+    refused with one line naming the first one's pid, and writes nothing."""
+    seeds = ",".join(map(str, range(40)))
+    args = [
+        "run",
+        f"model.pretrained={toy_model_dir}",
+        "sampler.steps=3",
+        "guidance.num_candidates=2",
+        f"seeds=[{seeds}]",
+        "prompts.texts=[a red circle on a blue background]",
+        "progress=false",
+        "hydra.run.dir=run",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "srsoup", *args], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True
+    )
+    rewards = tmp_path / "run" / "rewards.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (rewards.exists() and len(rewards.read_text().splitlines()) > 6):
+        time.sleep(0.05)
+    second = srsoup(*args, cwd=tmp_path)
+    assert second.returncode == 2, second.stderr
+    errors = [ln for ln in second.stderr.splitlines() if "error" in ln]
+    assert errors == [ln for ln in errors if ln.startswith("srsoup: error: run dir ")] and len(errors) == 1
+    assert f"is in use by process {first.pid} on " in errors[0] and "Traceback" not in second.stderr
+    assert first.poll() is None, "the first run ended before it could be interrupted"
+    first.send_signal(signal.SIGINT)
+    _, stderr = first.communicate(timeout=120)
+    assert first.returncode == 130 and "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("srsoup: interrupted; ") and last.endswith(
+        "of 40 groups complete in run; rerun the same command to resume"
+    )
+    complete = int(last.split("; ")[1].split()[0])
+    rows = rewards.read_text().splitlines()[1:]
+    assert complete >= 1 and len(rows) == 6 * complete == len(set(rows))
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "partial" and summary["error"] == "interrupted (KeyboardInterrupt)"
+    assert summary["groups_complete"] == complete
+
+
+def test_an_unusable_run_dir_or_a_full_disk_is_one_line(tmp_path):
+    (tmp_path / "afile").write_text("not a directory")
+    out = srsoup("run", "hydra.run.dir=afile/run", cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines() == [
+        "srsoup: error: hydra.run.dir='afile/run' cannot be created or written (Not a directory); choose a "
+        "directory you can write, e.g. hydra.run.dir=outputs/my_run"
+    ]
+    out = srsoup("run", "-m", "hydra.sweep.dir=afile/sweep", "seeds=[0],[1]", cwd=tmp_path)
+    assert out.returncode == 2 and "hydra.sweep.dir='afile/sweep' cannot be created" in out.stderr
+
+    full_disk = (
+        "import errno, os, sys\n"
+        "import srsoup.outputs as o\n"
+        "real, left = o._write_all, [20000]\n"
+        "def cut(fd, data):\n"
+        "    n = min(len(data), left[0]); real(fd, data[:n]); left[0] -= n\n"
+        "    if n < len(data): raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), 'run/x')\n"
+        "o._write_all = cut\n"
+        "from srsoup.cli import console_main\n"
+        "sys.argv = ['srsoup', *sys.argv[1:]]\n"
+        "console_main()\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", full_disk, "run", "guidance=none", "sampler.steps=2", "hydra.run.dir=run"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    errors = [ln for ln in out.stderr.splitlines() if ln.startswith("srsoup: error:")]
+    assert len(errors) == 1 and "No space left on device (run/x)" in errors[0]
+    assert "free some space, then rerun the same command to resume" in errors[0]

@@ -58,6 +58,15 @@ def test_default_plan(toy_cfg):
     assert len(three.weights) == 13 and all(abs(sum(w) - 1) < 1e-9 for w in three.weights)
 
 
+def test_readme_grid_of_integers_and_a_model_window_past_short_runs():
+    spec = build_spec(compose("device=cpu", "weights.grid=[[1,0],[0.5,0.5],[0,1]]"))
+    assert spec.weights == [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
+    # The model's default window (12 of 30) on a 4-step run covers the whole chain, as before; an explicit
+    # value past the steps is an error (BAD below), as is sampler.steps=0 (which once ran the default 30).
+    assert build_spec(compose("device=cpu", "sampler.steps=4")).steps == 4
+    assert build_spec(compose("device=cpu", "seeds=[18446744073709551615]")).seeds == [2**64 - 1]
+
+
 def test_missing_anchors_are_added():
     spec = build_spec(compose("device=cpu", "weights.grid=[[0.5,0.5]]"))
     assert spec.weights == [[0.5, 0.5], [1.0, 0.0], [0.0, 1.0]]
@@ -83,6 +92,22 @@ BAD = [
     (["guidance.mean_correction=magic"], "valid: reference, exact, off"),
     (["guidance.antithetic=true", "guidance.num_candidates=3"], "must be even"),
     (["seeds=[]"], "seeds=[]"),
+    (["sampler.steps=0"], "sampler.steps=0 must be an integer >= 1 (or null for the model's 30)"),
+    (["sampler.eta=nan"], "sampler.eta=nan is not valid; valid: a number from 0 to 1"),
+    (["sampler.eta=-1"], "sampler.eta=-1.0 is not valid; valid: a number from 0 to 1"),
+    (["sampler.eta=1.5"], "sampler.eta=1.5 is not valid"),
+    (["sampler.cfg_scale=nan"], "sampler.cfg_scale=nan is not valid; valid: a finite number >= 0"),
+    (["sampler.cfg_scale=-inf"], "sampler.cfg_scale=-inf is not valid"),
+    (["weights.grid=[[nan,1]]"], "weights.grid[0]=[nan, 1.0] is off the simplex"),
+    (["weights.grid=[[a,1]]"], "weights.grid[0]=['a', 1] holds 'a', not a number"),
+    (["weights.grid=0.5"], "weights.grid=0.5 must be a list of weight lists"),
+    (["chunk_size=0"], "chunk_size=0 must be an integer >= 1"),
+    (["guidance.soup_end_step=40"], "guidance.soup_end_step=40 is past sampler.steps=30; valid: 0 to 30"),
+    (["guidance.switch_threshold=0"], "guidance.switch_threshold=0 must be in (0, 1]"),
+    (["guidance.switch_threshold=1.5"], "guidance.switch_threshold=1.5 must be in (0, 1]"),
+    (["seeds=[-1]"], "seeds: -1 is out of range; valid: integers from 0 to 18446744073709551615"),
+    (["seeds=[18446744073709551616]"], "seeds: 18446744073709551616 is out of range"),
+    (["prompts.num_shards=2", "prompts.shard=2"], "prompts.shard=2 is out of range for prompts.num_shards=2"),
 ]
 
 

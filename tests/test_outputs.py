@@ -1,17 +1,25 @@
-"""srsoup.outputs: atomic group commits, crash repair on resume, resume compatibility, PNG bytes and names."""
+"""srsoup.outputs: atomic group commits, crash and full-disk repair on resume, resume compatibility, the lock,
+PNG bytes and names."""
 
 from __future__ import annotations
 
 import csv
+import errno
+import functools
 import io
 import math
+import os
+import re
+import shutil
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from srsoup.outputs import RunDir, atomic_write_bytes, image_name, png_bytes
+from srsoup import outputs
+from srsoup.errors import SrsoupError
+from srsoup.outputs import RunDir, atomic_write_bytes, differences, image_name, png_bytes
 
 REWARD_COLS = ["prompt_idx", "prompt", "seed", "weight_idx", "w_a", "w_b", "r_a", "r_b", "image"]
 TRACE_COLS = ["prompt_idx", "seed", "step", "chain", "value"]
@@ -19,6 +27,7 @@ CHAINS = 2  # weights per group: a group is complete with 2 rewards.csv rows
 FINGERPRINT = {"method": "srsoup", "steps": 10, "weights": [[0.0, 1.0], [1.0, 0.0]]}
 
 
+@functools.cache
 def group(prompt_idx: int, seed: int):
     """The images, trace rows and reward rows of one prompt x seed group, as the runner commits them."""
     images, rows = {}, []
@@ -48,9 +57,10 @@ def group(prompt_idx: int, seed: int):
 
 
 def fresh(path) -> RunDir:
-    """A run dir ready to commit into, as the runner prepares one (mkdir, then repair)."""
+    """A run dir ready to commit into, as the runner prepares one (mkdir, fingerprint, then repair)."""
     out = RunDir(path, REWARD_COLS, TRACE_COLS, chains=CHAINS)
     path.mkdir(parents=True, exist_ok=True)
+    out.write_fingerprint(FINGERPRINT)
     assert out.repair() == set()
     return out
 
@@ -274,3 +284,184 @@ def test_check_compatible_refuses_a_rewards_csv_with_other_columns(tmp_path, col
     out = RunDir(tmp_path / "run", columns, TRACE_COLS, chains=CHAINS)
     problem = out.check_compatible(FINGERPRINT)
     assert problem is not None and "rewards.csv" in problem and str(out.path) in problem
+
+
+def test_check_compatible_names_each_changed_key_with_both_values(tmp_path):
+    out = fresh(tmp_path / "run")
+    out.commit_group(*group(0, 0))
+    nested = {**FINGERPRINT, "guidance": {"num_candidates": 2, "normalize": "zscore"}}
+    out.write_fingerprint(nested)
+    problem = out.check_compatible({**nested, "guidance": {"num_candidates": 3, "normalize": "zscore"}})
+    assert "other settings (guidance): guidance.num_candidates: 2 → 3;" in problem
+    problem = out.check_compatible({**nested, "weights": [[0.0, 1.0], [0.5, 0.5]], "eta": 0.0})
+    assert "(eta, weights): eta: unset → 0.0; weights[1]: [1.0, 0.0] → [0.5, 0.5];" in problem
+    assert "\n" not in problem
+
+
+def test_differences_reads_nested_settings():
+    assert differences({"a": {"b": 1, "c": [1, 2]}}, {"a": {"b": 1, "c": [1, 3], "d": "x"}}) == [
+        "a.c[1]: 2 → 3",
+        'a.d: unset → "x"',
+    ]
+    assert differences({"p": ["x" * 100]}, {"p": ["y"]}) == [f'p[0]: "{"x" * 56}... → "y"']
+
+
+# --- what outlives summary.json ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("summary", ["deleted", "empty", "garbage"])
+def test_the_fingerprint_outlives_a_lost_summary(tmp_path, summary):
+    out = fresh(tmp_path / "run")
+    out.commit_group(*group(0, 0))
+    out.write_summary({"fingerprint": FINGERPRINT})
+    if summary == "deleted":
+        out.summary_json.unlink()
+    else:
+        out.summary_json.write_text("" if summary == "empty" else "{not json")
+    assert out.read_summary() == {}
+    assert out.check_compatible(FINGERPRINT) is None  # resumes ...
+    problem = out.check_compatible({**FINGERPRINT, "steps": 20})  # ... but never with other settings
+    assert "steps: 10 → 20" in problem
+    out.fingerprint_json.unlink()  # nothing says which settings made the rows: refused
+    assert "has 2 rows in rewards.csv but no summary.json" in out.check_compatible(FINGERPRINT)
+    out.rewards_csv.unlink()  # no committed row: a fresh start is safe
+    assert out.check_compatible({**FINGERPRINT, "steps": 20}) is None
+
+
+def test_prompts_appended_at_the_end_resume(tmp_path):
+    out = fresh(tmp_path / "run")
+    out.write_fingerprint({**FINGERPRINT, "prompts": ["a", "b"]})
+    assert out.check_compatible({**FINGERPRINT, "prompts": ["a", "b", "c"]}) is None  # a larger prompts.limit
+    assert "prompts[1]" in out.check_compatible({**FINGERPRINT, "prompts": ["a", "x", "c"]})
+    assert "prompts: 2 → 1 entries" in out.check_compatible({**FINGERPRINT, "prompts": ["a"]})
+
+
+# --- damaged committed groups and unreadable files ---------------------------------------------------------------
+@pytest.mark.parametrize("damage", ["missing", "empty", "truncated"])
+@pytest.mark.parametrize("which", [1, 2], ids=["middle group", "last group"])
+def test_a_committed_group_with_a_damaged_png_is_computed_again(tmp_path, ref, damage, which):
+    _, three = ref
+    restore(tmp_path / "run", three)
+    out = RunDir(tmp_path / "run", REWARD_COLS, TRACE_COLS, chains=CHAINS)
+    png = out.path / image_name(*GROUPS[which], 1)
+    if damage == "missing":
+        png.unlink()
+    else:
+        png.write_bytes(b"" if damage == "empty" else three[f"images/{png.name}"][:-20])
+    assert out.repair() == set(GROUPS) - {GROUPS[which]}
+    assert [(int(r["prompt_idx"]), int(r["seed"])) for r in out.rows()] == [
+        g for g in GROUPS if g != GROUPS[which] for _ in range(CHAINS)
+    ]
+    out.commit_group(*group(*GROUPS[which]))
+    again = snapshot(out.path)
+    if which == 2:
+        assert again == three  # the last group: byte for byte
+    else:  # a middle group comes back at the end: the same rows, bytes and images, in another order
+        assert {k: v for k, v in again.items() if k.endswith(".png")} == {
+            k: v for k, v in three.items() if k.endswith(".png")
+        }
+        for name in ("rewards.csv", "trace.csv"):
+            assert sorted(again[name].splitlines()) == sorted(three[name].splitlines())
+
+
+def test_a_prompt_with_crlf_or_beyond_the_csv_field_limit_reads_back_unchanged(tmp_path):
+    out = fresh(tmp_path / "run")
+    images, trace, rows = group(0, 0)
+    rows = [dict(r) for r in rows]
+    long = "a very long prompt " * 8000  # 152,000 characters: past the csv module's default field limit
+    for r, prompt in zip(rows, ["two\r\nlines\rand\none", long]):
+        r["prompt"] = prompt
+    out.commit_group(images, trace, rows)
+    inode, data = out.rewards_csv.stat().st_ino, out.rewards_csv.read_bytes()
+    assert out.repair() == {(0, 0)}
+    assert out.rewards_csv.stat().st_ino == inode and out.rewards_csv.read_bytes() == data  # not rewritten
+    assert [r["prompt"] for r in out.rows()] == ["two\r\nlines\rand\none", long]
+
+
+def test_an_unreadable_rewards_csv_is_one_line(tmp_path):
+    out = fresh(tmp_path / "run")
+    content = REWARD_COLS[0].encode() + b",\xff\xfe garbage\n"
+    out.rewards_csv.write_bytes(content)
+    for call in (lambda: out.check_compatible(FINGERPRINT), out.repair):
+        with pytest.raises(
+            SrsoupError, match=re.escape("rewards.csv is not a CSV this run wrote ('utf-8' codec")
+        ) as e:
+            call()
+        assert "\n" not in str(e.value) and out.rewards_csv.read_bytes() == content  # nothing deleted
+    out.rewards_csv.write_bytes(b"\x00\x01garbage,,\nfoo\n")  # readable, but not ours
+    assert "has a rewards.csv with other columns" in out.check_compatible(FINGERPRINT)
+
+
+def test_a_damaged_row_in_the_middle_is_named(tmp_path, ref):
+    two, _ = ref
+    restore(tmp_path / "run", two)
+    lines = two["rewards.csv"].decode().splitlines(keepends=True)
+    lines[2] = "x" + lines[2]
+    (tmp_path / "run" / "rewards.csv").write_text("".join(lines))
+    out = RunDir(tmp_path / "run", REWARD_COLS, TRACE_COLS, chains=CHAINS)
+    with pytest.raises(SrsoupError, match=r"rewards.csv row 3 has prompt_idx='x0', seed='0', not integers"):
+        out.repair()
+
+
+# --- one process at a time ---------------------------------------------------------------------------------------
+def test_the_lock_refuses_a_second_holder_naming_the_first(tmp_path):
+    out = fresh(tmp_path / "run")
+    with out.lock():
+        other = RunDir(tmp_path / "run", REWARD_COLS, TRACE_COLS, chains=CHAINS)
+        with pytest.raises(SrsoupError, match=rf"run dir .* is in use by process {os.getpid()} on ") as e:
+            with other.lock():
+                pass
+        assert "another hydra.run.dir" in str(e.value)
+    with out.lock():  # released
+        pass
+
+
+# --- a full disk at any byte -------------------------------------------------------------------------------------
+def simulate_run(path) -> None:
+    """What the runner writes for GROUPS, in order: fingerprint, repair, summary, then commit + summary each."""
+    out = RunDir(path, REWARD_COLS, TRACE_COLS, chains=CHAINS)
+    path.mkdir(parents=True, exist_ok=True)
+    out.write_fingerprint(FINGERPRINT)
+    done = out.repair()
+    out.write_summary({"fingerprint": FINGERPRINT, "groups": len(done)})
+    for key in GROUPS:
+        if key not in done:
+            out.commit_group(*group(*key))
+            out.write_summary({"fingerprint": FINGERPRINT, "groups": len(out.rows()) // CHAINS})
+
+
+def test_a_full_disk_at_any_byte_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    """At every byte offset of an uninterrupted run's writes the disk fills (ENOSPC, the write cut short, 0-byte
+    files included); the same run again, with space, finishes with exactly the uninterrupted run's files."""
+    monkeypatch.setattr(os, "fsync", lambda fd: None)  # durability is not what this test is about; speed is
+    real = outputs._write_all
+    ends = [0]  # byte offsets where one write call ends and the next begins
+
+    def counting(fd, data):
+        ends.append(ends[-1] + len(data))
+        real(fd, data)
+
+    monkeypatch.setattr(outputs, "_write_all", counting)
+    simulate_run(tmp_path / "ref")
+    reference, total = snapshot(tmp_path / "ref"), ends[-1]
+    assert total > 1000 and len(ends) > 15
+    # Every write boundary and its neighbours (0-byte files, a header alone, a rename never made), and every 9th
+    # byte in between (torn rows, torn PNGs): about 400 disks filling up.
+    cuts = sorted({c for e in ends for c in (e - 1, e, e + 1) if 0 <= c < total} | set(range(0, total, 9)))
+
+    for cut in cuts:
+
+        def full_disk(fd, data, left=[cut]):  # noqa: B006 - the bytes left on this simulated disk
+            n = min(len(data), left[0])
+            real(fd, data[:n])
+            left[0] -= n
+            if n < len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        run = tmp_path / f"cut{cut}"
+        monkeypatch.setattr(outputs, "_write_all", full_disk)
+        with pytest.raises(OSError):
+            simulate_run(run)
+        assert not list(run.rglob("*.tmp"))
+        monkeypatch.setattr(outputs, "_write_all", real)
+        simulate_run(run)
+        assert snapshot(run) == reference, f"disk full after {cut} of {total} bytes"
+        shutil.rmtree(run)

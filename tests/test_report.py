@@ -237,6 +237,46 @@ def test_runs_of_one_config_are_pooled(tmp_path):
     assert report.hv_table["reward_queries"].tolist() == [2000, 1000]
 
 
+def test_shards_of_one_config_merge_and_list_what_is_missing_or_failed(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    config = {"guidance": {"name": "srsoup"}, "prompts": {"texts": ["a", "b"], "num_shards": 4}}
+    for shard in (0, 2, 3):
+        make_run(sweep / str(shard), [(1, 2)], config={**config, "prompts": {**config["prompts"], "shard": shard}})
+    failed = json.loads((sweep / "3" / "summary.json").read_text()) | {"status": "failed", "error": "CUDA OOM"}
+    (sweep / "3" / "summary.json").write_text(json.dumps(failed))
+    make_run(tmp_path / "other", [(2, 1)], config={**config, "prompts": {"texts": ["c"], "shard": 0}})
+    assert main([str(sweep), str(tmp_path / "other"), "--out", str(tmp_path / "out")]) == 0
+    table = pd.read_csv(tmp_path / "out" / "hypervolume.csv", dtype={"run": str}).set_index("run")
+    assert table.loc["0+2", "status"] == "partial"
+    assert table.loc["0+2", "note"] == "2 of 4 shards merged; missing shards 1; failed shards 3"
+    assert table.loc["other", "status"] == "complete"  # another prompt set: its own series, not a shard
+    assert "missing shards 1; failed shards 3" in capsys.readouterr().out
+
+
+def test_report_draws_no_image_from_outside_the_run_dir(tmp_path, monkeypatch):
+    run_dir = make_run(tmp_path / "run", [(1, 2), (2, 1)])
+    outside = tmp_path / "secret.png"
+    Image.new("RGB", (32, 32), "red").save(outside)
+    rows = pd.read_csv(run_dir / "rewards.csv")
+    rows.loc[0, "image"] = str(outside)  # absolute
+    rows.loc[1, "image"] = "../secret.png"  # relative, climbing out
+    rows.loc[2, "image"] = "images/../../secret.png"
+    rows.to_csv(run_dir / "rewards.csv", index=False)
+    (run_dir / "images" / "link.png").symlink_to(outside)
+    rows.loc[3, "image"] = "images/link.png"  # a link out of the run dir
+    rows.to_csv(run_dir / "rewards.csv", index=False)
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda fp, *a, **k: opened.append(Path(fp)) or real_open(fp, *a, **k))
+    (run,) = find_runs([run_dir])
+    assert run.image_path(str(outside)) is None and run.image_path("../secret.png") is None
+    assert run.image_path("images/p000_s0_w00.png") == (run_dir / "images" / "p000_s0_w00.png").resolve()
+    build_report([run_dir], out=tmp_path / "out")
+    drawn = [p for p in opened if p.suffix == ".png" and "out" not in p.parts]
+    assert drawn and all(p.resolve().is_relative_to(run_dir.resolve()) for p in drawn)
+    assert outside.resolve() not in {p.resolve() for p in drawn}
+
+
 def test_single_and_none_are_compared_in_the_guided_space(tmp_path):
     make_run(tmp_path / "soup", FRONT_2D[:3])
     single = make_run(tmp_path / "single", [(3.5, 0.2)], method="single", rewards=("a",))

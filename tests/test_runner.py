@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import signal
@@ -155,9 +156,48 @@ def test_kill_9_then_rerun_equals_uninterrupted_run(toy_model_dir, tmp_path):
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    # What a full disk or a crash between create and write can leave besides: a 0-byte summary.json, and a
+    # 0-byte PNG of the last complete group (that group is computed again, in its place).
+    (run_dir / "summary.json").write_bytes(b"")
+    text = (run_dir / "rewards.csv").read_text()
+    rows = list(csv.DictReader(io.StringIO(text[: text.rfind("\n") + 1])))
+    groups = [(r["prompt_idx"], r["seed"]) for r in rows]
+    last = [g for g in dict.fromkeys(groups) if groups.count(g) == 6][-1]
+    (run_dir / "images" / f"p{int(last[0]):03d}_s{last[1]}_w05.png").write_bytes(b"")
     subprocess.run(
         [sys.executable, "-c", KILL_SCRIPT, str(run_dir), *overrides], env=env, check=True, capture_output=True
     )
     assert snapshot(run_dir) == snapshot(ref_dir)
     rows = read_csv(run_dir / "rewards.csv")
     assert len(rows) == len({(r["prompt_idx"], r["seed"], r["weight_idx"]) for r in rows}) == 36
+
+
+def test_a_full_disk_mid_run_is_one_line_and_the_rerun_completes(toy_cfg, tmp_path, monkeypatch):
+    from srsoup import outputs
+    from srsoup.errors import SrsoupError
+
+    cfg = toy_cfg("guidance=none", "seeds=[0,1,2]")
+    real, ends = outputs._write_all, [0]
+
+    def counting(fd, data):
+        ends.append(ends[-1] + len(data))
+        real(fd, data)
+
+    monkeypatch.setattr(outputs, "_write_all", counting)
+    ref = snapshot(runner.run(cfg, tmp_path / "ref"))
+    for cut in (ends[-1] * 2 // 5, ends[-1] * 3 // 4):
+
+        def full_disk(fd, data, left=[cut]):  # noqa: B006 - the bytes left on this simulated disk
+            n = min(len(data), left[0])
+            real(fd, data[:n])
+            left[0] -= n
+            if n < len(data):
+                raise OSError(28, "No space left on device", str(tmp_path / "disk"))
+
+        monkeypatch.setattr(outputs, "_write_all", full_disk)
+        with pytest.raises(SrsoupError) as e:
+            runner.run(cfg, tmp_path / f"cut{cut}")
+        assert "No space left on device" in str(e.value) and "rerun the same command to resume" in str(e.value)
+        assert "\n" not in str(e.value)
+        monkeypatch.setattr(outputs, "_write_all", real)
+        assert snapshot(runner.run(cfg, tmp_path / f"cut{cut}")) == ref

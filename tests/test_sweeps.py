@@ -67,3 +67,73 @@ def test_submitit_local_sweep_with_a_failed_job_then_report(toy_model_dir, tmp_p
     assert (failing / "0" / "rewards.csv").exists() and not (failing / "1" / "rewards.csv").exists()
     report = srsoup("report", str(failing), cwd=tmp_path)
     assert report.returncode == 0 and "FAILED" in report.stdout
+
+
+def test_a_preempted_submitit_job_is_requeued_and_resumes_into_its_run_dir(toy_model_dir, tmp_path):
+    """USR2 is what Slurm sends a submitit job at preemption (and signal_delay_s before its time limit): submitit
+    requeues the job with the same arguments, and it resumes into its own run dir to the uninterrupted result."""
+    import json
+    import signal
+    import time
+
+    from srsoup import runner
+    from tests.conftest import compose
+    from tests.test_runner import snapshot
+
+    overrides = [
+        f"model.pretrained={toy_model_dir}",
+        "sampler.steps=3",
+        "guidance.num_candidates=2",
+        "seeds=[0,1,2,3,4,5,6,7,8,9]",
+        "prompts.texts=[a red circle on a blue background]",
+        "progress=false",
+        "device=cpu",
+    ]
+    sweep = tmp_path / "sweep"
+    sweep_run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "srsoup",
+            "run",
+            "-m",
+            "hydra/launcher=submitit_local",
+            "hydra.launcher.timeout_min=10",
+            *overrides,
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+    )
+    job, deadline = sweep / "0", time.time() + 300
+    while time.time() < deadline and not (
+        (job / "rewards.csv").exists() and len((job / "rewards.csv").read_text().splitlines()) > 6
+    ):
+        time.sleep(0.05)
+    first_pid = int((job / ".srsoup" / "lock").read_text().split()[0])
+    os.kill(first_pid, signal.SIGUSR2)
+    _, stderr = sweep_run.communicate(timeout=600)
+    assert sweep_run.returncode == 0, stderr[-2000:]
+    logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*.err"))
+    # (submitit's local executor calls every USR2 a time-out; on Slurm a preemption is requeued the same way)
+    assert "Caught signal SIGUSR2" in logs and "Requeued job" in logs and "groups already complete" in logs
+    assert int((job / ".srsoup" / "lock").read_text().split()[0]) != first_pid  # a second process finished it
+    assert json.loads((job / "summary.json").read_text())["status"] == "complete"
+    ref = runner.run(compose(*overrides), tmp_path / "ref")
+    assert snapshot(job) == snapshot(ref)
+
+
+def test_the_slurm_launcher_requeues_at_its_time_limit():
+    from hydra import compose, initialize_config_module
+
+    from srsoup.config import register_configs
+
+    register_configs()
+    with initialize_config_module("srsoup.conf", version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher") and launcher.max_num_timeout == 3
+    assert 0 < launcher.signal_delay_s < 60 * launcher.timeout_min

@@ -64,6 +64,8 @@ class Guidance(ABC):
     budget_label: ClassVar[str] = "K"
     #: Whether the method needs a stochastic step (all its candidates would be one point otherwise).
     needs_noise: ClassVar[bool] = False
+    #: Options that are step indices: an explicit value past ``sampler.steps`` is refused.
+    step_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, *, num_candidates: int = 16):
         self.num_candidates = check_count("guidance.num_candidates", num_candidates, 1, "K candidates a step")

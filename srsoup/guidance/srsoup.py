@@ -48,6 +48,7 @@ def corrected_directions(
 
 class SRSoup(WeightedSum):
     name = "srsoup"
+    step_options = ("soup_start_step", "soup_end_step")
 
     def __init__(
         self,

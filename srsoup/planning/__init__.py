@@ -72,7 +72,7 @@ def estimate(spec) -> Estimate:
     )
     notes = [f"{p.name}: {p.note}" for p in parts if p.note.startswith(("not estimated", "query FLOPs"))]
     return Estimate(
-        groups=len(spec.prompts) * len(spec.seeds),
+        groups=len(spec.groups),  # this job's shard of the prompts x seeds
         per_group=per_group,
         queries_by_reward=dict(plan.reward_queries_by_reward),
         parts=parts,
@@ -128,7 +128,7 @@ def render(spec, est: Estimate, accelerator: Accelerator, utilization: float) ->
     g = est.groups
     lines = [
         f"srsoup plan: {spec.method} on {spec.model.get('name')} ({dtype}, {spec.device}), T={spec.steps}, "
-        f"{len(spec.weights)} weights x {len(spec.rewards)} rewards; {len(spec.prompts)} prompts x "
+        f"{len(spec.weights)} weights x {len(spec.rewards)} rewards; {len(spec.prompt_indices)} prompts x "
         f"{len(spec.seeds)} seeds = {g} groups",
         "",
         f"{'counts':<22}{'per group':>14}{'total':>16}",

@@ -70,9 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         if rec.status == "failed":
             print(f"{rec.run:<24} FAILED: {rec.note}")
         else:
+            note = f"  ({rec.note})" if rec.note else ""
             print(
                 f"{rec.run:<24} {rec.method:<13} {rec.status:<9} queries={rec.reward_queries} "
-                f"HV={rec.hypervolume:.6g}"
+                f"HV={rec.hypervolume:.6g}{note}"
             )
     print(f"reference point: {report.hv_table['ref_point'].iloc[0]} ({report.ref_source})")
     print(f"wrote {report.files[-1]}")

@@ -80,7 +80,7 @@ def analyse(runs: list[Run], ref: list[float] | None = None, margin: float = 0.0
             "ref_point": ref_text(ref_arr),
             "status": s.status,
             "label": s.label,
-            "note": "",
+            "note": s.note,
         }
         for s in series
     ] + [

@@ -11,8 +11,10 @@ import pandas as pd
 # Methods that guide one reward or none: they are compared in the guided set's space of the
 # multi-reward runs, not used to define it.
 REFERENCE_METHODS = ("none", "single")
-# Config keys that do not change the method, so runs differing only in them are pooled.
+# Config keys that do not change the method, so runs differing only in them are pooled; runs that differ only in
+# prompts.shard are the shards of one prompt set (a job array), merged into one series.
 POOLED_CONFIG_KEYS = ("seeds", "device", "hydra")
+POOLED_PROMPT_KEYS = ("shard",)
 REQUIRED_COLUMNS = ("prompt_idx", "seed", "weight_idx", "image")
 
 
@@ -50,7 +52,24 @@ class Run:
         if not isinstance(config, dict):
             return f"{self.method}|{self.path}"
         kept = {k: v for k, v in config.items() if k not in POOLED_CONFIG_KEYS}
+        if isinstance(kept.get("prompts"), dict):
+            kept["prompts"] = {k: v for k, v in kept["prompts"].items() if k not in POOLED_PROMPT_KEYS}
         return f"{self.method}|{json.dumps(kept, sort_keys=True, default=str)}"
+
+    @property
+    def shard(self) -> tuple[int, int]:
+        """(prompts.shard, prompts.num_shards) of the run; (0, 1) when unsharded."""
+        prompts = (self.summary.get("config") or {}).get("prompts") or {}
+        try:
+            return int(prompts.get("shard", 0)), int(prompts.get("num_shards", 1))
+        except (TypeError, ValueError):
+            return 0, 1
+
+    def image_path(self, rel) -> Path | None:
+        """The file an image cell names, if it lies inside the run dir (absolute and ../ paths are refused)."""
+        root = self.path.resolve()
+        path = (root / str(rel)).resolve()
+        return path if path.is_relative_to(root) and path.is_file() else None
 
 
 @dataclass
@@ -62,6 +81,7 @@ class Series:
     stats: pd.DataFrame | None = None  # filled by pareto.per_weight_stats
     hypervolume: float = float("nan")
     extras: dict = field(default_factory=dict)
+    failed_shards: list[int] = field(default_factory=list)  # shards of this series whose job failed
 
     @property
     def method(self) -> str:
@@ -73,13 +93,39 @@ class Series:
 
     @property
     def status(self) -> str:
-        return "partial" if any(r.status == "partial" for r in self.runs) else "complete"
+        incomplete = any(r.status == "partial" for r in self.runs) or self.missing_shards or self.failed_shards
+        return "partial" if incomplete else "complete"
+
+    @property
+    def num_shards(self) -> int:
+        return max(r.shard[1] for r in self.runs)
+
+    @property
+    def missing_shards(self) -> list[int]:
+        """Shards of the prompt set with no run (a job that never ran or never wrote) nor a failed one."""
+        present = {r.shard[0] for r in self.runs} | set(self.failed_shards)
+        return [i for i in range(self.num_shards) if i not in present]
+
+    @property
+    def note(self) -> str:
+        """What a merged sharded series lacks (empty when unsharded or whole)."""
+        if self.num_shards == 1:
+            return ""
+        merged = len({r.shard[0] for r in self.runs})
+        parts = [f"{merged} of {self.num_shards} shards merged"]
+        if self.missing_shards:
+            parts.append(f"missing shards {', '.join(map(str, self.missing_shards))}")
+        if self.failed_shards:
+            parts.append(f"failed shards {', '.join(map(str, self.failed_shards))}")
+        return "; ".join(parts)
 
     @property
     def rows(self) -> pd.DataFrame:
         rows = pd.concat([r.rows for r in self.runs], ignore_index=True)
-        # Identical configs give identical images for a (prompt, seed): count each once.
-        return rows.drop_duplicates(["prompt_idx", "seed", "weight_idx"])
+        # Identical configs give identical images for a (prompt, seed): count each once. Sorted, so that shards
+        # merged in any order give the statistics of the unsharded run to the last bit.
+        rows = rows.drop_duplicates(["prompt_idx", "seed", "weight_idx"])
+        return rows.sort_values(["prompt_idx", "seed", "weight_idx"], kind="stable").reset_index(drop=True)
 
     def total(self, key: str) -> int:
         return int(sum(int(r.summary.get(key, 0) or 0) for r in self.runs))
@@ -170,6 +216,10 @@ def group_runs(runs: list[Run]) -> list[Series]:
         if run.rows is not None:
             groups.setdefault(run.config_key, []).append(run)
     series = [Series(members) for members in groups.values()]
+    by_key = {s.runs[0].config_key: s for s in series}
+    for run in runs:
+        if run.rows is None and run.config_key in by_key and run.shard[1] > 1:
+            by_key[run.config_key].failed_shards.append(run.shard[0])
     for s in series:
         same_method = [o for o in series if o.method == s.method]
         s.label = s.method

@@ -187,8 +187,11 @@ def image_grid(run: Run, path: Path, max_rows: int = 8, min_cell: int = 96) -> N
     by_key = {(r.prompt_idx, r.seed, r.weight_idx): r for r in rows.itertuples()}
 
     def load(row) -> Image.Image | None:
+        path = run.image_path(row.image)  # None outside the run dir: a report draws only the run's own images
+        if path is None:
+            return None
         try:
-            with Image.open(run.path / str(row.image)) as im:
+            with Image.open(path) as im:
                 return im.convert("RGB")
         except (OSError, ValueError):
             return None

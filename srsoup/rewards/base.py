@@ -99,6 +99,18 @@ class CountingReward:
         return f"CountingReward({self.name!r}, queries={self.queries})"
 
 
+def reward_stats(guided: Mapping[str, CountingReward], evaluators: Mapping[str, CountingReward]) -> dict:
+    """Per reward: ``queries`` (guidance, the method's ledger), ``eval_queries`` (final images scored), and what
+    the reward function reports itself through an optional ``stats()`` (the HTTP reward: cache hits, paid
+    queries, requests, retries, failed attempts, cost). A cache hit is still a query of the method's ledger."""
+    out = {}
+    for name, evaluator in evaluators.items():
+        entry = {"queries": guided[name].queries if name in guided else 0, "eval_queries": evaluator.queries}
+        stats = getattr(evaluator.fn, "stats", None)
+        out[name] = {**entry, **stats()} if callable(stats) else entry
+    return out
+
+
 def build_rewards(
     configs: Mapping[str, Mapping[str, Any]], *, device: str = "cpu", dtype: torch.dtype = torch.float32
 ) -> dict[str, RewardFn]:
