@@ -56,7 +56,7 @@ demo: setup  ## embedded model: srsoup, weighted_sum and none, then the report (
 report: setup  ## report on run or sweep dirs: make report DIRS="outputs/multirun/..."
 	$(BIN)/srsoup report $(DIRS)
 
-bench: setup  ## query efficiency, overhead and memory benchmark on the embedded model (writes bench/; ARGS=flags, overrides)
+bench: setup  ## every method at equal query budgets on the embedded model (writes bench/t20; ARGS="--setting paper", flags, overrides)
 	$(BIN)/srsoup bench $(ARGS)
 
 gpu-check: setup  ## on a CUDA machine (no network): SD1.5 paper setting + FLUX.1-dev, full size, random weights (< 10 min; writes gpu-check/)

@@ -1,19 +1,26 @@
-"""`srsoup bench` at toy sizes: its outputs, counts equal to the plan, overhead from timers, child processes,
-the analysis of a subset, another backbone by overrides, and the committed results re-rendered byte for byte."""
+"""`srsoup bench`: every method at each quick budget within it and as planned, a variant from the command line,
+the yardstick from none and single alone, paired bootstrap over shared groups, the figure, the dry run of the paper
+setting, overhead from timers, child processes, another backbone by overrides, and results re-rendered byte for
+byte."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from srsoup import bench
 from srsoup.bench import analyse, execute, plan
-from srsoup.guidance import METHODS
+from srsoup.report.compare import PairedBootstrap, Yardstick
+from srsoup.tiny.grammar import HELD_OUT, parse_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
+PNG = b"\x89PNG\r\n\x1a\n"
+#: A variant given on the command line: the paper's window, its anchors at twice K inside it.
+CLI_VARIANT = "k2:guidance.soup_end_step=<2/5 T>,guidance.soup_num_candidates=<2K>"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -28,88 +35,259 @@ def one_torch_thread():
 @pytest.fixture(scope="module")
 def quick_results(toy_model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    argv = ["--quick", "--in-process", "--out", str(out), f"model.pretrained={toy_model_dir}"]
+    argv = [
+        "--quick",
+        "--in-process",
+        "--out",
+        str(out),
+        "--variant",
+        CLI_VARIANT,
+        f"model.pretrained={toy_model_dir}",
+    ]
     assert bench.main(argv) == 0
     return out, json.loads((out / "results.json").read_text())
 
 
-def test_quick_bench_writes_the_three_outputs_with_the_expected_keys(quick_results):
+def _runs(res: dict) -> dict[str, dict]:
+    return {r["name"]: r for r in res["runs"]}
+
+
+def test_quick_bench_writes_the_outputs_and_the_figure(quick_results):
     out, res = quick_results
-    assert (out / "results.md").read_text().startswith("Embedded model")
-    assert (out / "queries_vs_hv.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert {"date", "machine", "settings", "analysis", "runs", "overhead", "memory", "targets"} <= set(res)
-    assert {"cpu", "logical_cores", "ram_gib", "torch", "torch_threads"} <= set(res["machine"])
-    assert set(res["analysis"]["reference_point"]) == {"colorfulness", "jpeg_compressibility"}
-    names = {r["name"] for r in res["runs"]}
-    # T=5: soup ends 1/5, 2/5, 1/2, 3/5, 4/5, 1 of T → steps 1, 2, 3, 4, 5 (3 twice, deduplicated by name).
-    assert {
-        "none",
-        "single_colorfulness",
-        "single_jpeg_compressibility",
-        "weighted_sum",
-        "srsoup_end1",
-        "srsoup_end2",
-        "srsoup_end3",
-        "srsoup_end4",
-        "srsoup_end5",
-        "srsoup_end2_exact",
-        "srsoup_end2_off",
-        "srsoup_adaptive0.9",
-    } <= names
-    budgets = res["settings"]["budgets"]
-    assert len(budgets) == 2
-    assert {f"weighted_sum_B{b}" for b in budgets} | {f"srsoup_end2_B{b}" for b in budgets} <= names
-    # The whole-chain soup window has its own budget curve, also at budgets run for it alone (0.6 x B(K=4)).
-    assert res["settings"]["full_soup_budgets"] == [120]
-    assert {f"srsoup_end5_B{b}" for b in [*budgets, 120]} <= names
-    assert not {"weighted_sum_B120", "srsoup_end2_B120"} & names
-    qe = res["analysis"]["query_efficiency"]
-    assert qe["meets"] == (qe["cheapest_run"] is not None and qe["cheapest_run"]["query_ratio"] <= 0.5)
-    assert "best_of_n" in METHODS and {f"best_of_n_B{b}" for b in budgets} <= names
+    assert res["format"] == 2 and res["settings"]["setting"] == "quick"
+    assert {"date", "machine", "settings", "planned", "analysis", "runs", "overhead", "memory", "targets"} <= set(
+        res
+    )
+    md = (out / "results.md").read_text()
+    assert md.startswith("Setting `quick`: embedded model")
+    for section in ("**Yardstick**", "**All runs**", "**Equal reward-query budgets**", "**Query efficiency**"):
+        assert section in md
+    assert (out / "queries_vs_hv.png").read_bytes()[:8] == PNG
+    assert "queries_vs_hv.png" in md
+    # The curves: weighted_sum, the setting's two variants and the one given, select, fk, best_of_n.
+    curves = ["weighted_sum", "srsoup_paper", "srsoup_whole", "srsoup_k2", "select", "fk", "best_of_n"]
+    assert res["meta"]["curves"] == curves
+    assert {q["curve"] for q in res["analysis"]["query_efficiency"]} == set(curves)
+    assert [row["curve"] for row in res["analysis"]["equal_budget"]] == curves
+
+
+def test_every_method_runs_at_each_quick_budget_within_it(quick_results):
+    _, res = quick_results
+    runs, meta = _runs(res), res["meta"]
+    assert meta["budgets"] == [100, 200]  # weighted_sum's queries at K = 2 and 4 (T = 5, 10 queries per K-step)
+    for curve in meta["curves"]:
+        for b in meta["budgets"]:
+            r = runs[f"{curve}_B{b}"]
+            assert r["status"] == "complete" and r["budget"] == b, r
+            assert 0 < r["reward_queries_per_group"] <= b, r["name"]
+            assert r["size"] >= 2
+    # fk sizes particles, best_of_n samples: each the largest that fits (fk: 2 scorings a particle at T = 5).
+    assert (runs["fk_B100"]["size_label"], runs["fk_B100"]["size"]) == ("particles", 5)
+    assert (runs["best_of_n_B200"]["size_label"], runs["best_of_n_B200"]["size"]) == ("N", 100)
+    # The low budget (0.3 x weighted_sum's queries at K) runs the variants that fit there, and only them.
+    assert meta["low_budgets"] == [60]
+    assert [n for n in runs if n.endswith("_B60")] == ["srsoup_whole_B60"]
+    assert [s["name"] for s in meta["skipped"]] == ["srsoup_paper_B60", "srsoup_k2_B60"]
+    assert all("too small" in s["why"] for s in meta["skipped"])
 
 
 def test_every_run_makes_exactly_the_planned_queries_and_evals(quick_results):
     _, res = quick_results
     for r in res["runs"]:
         assert r["status"] == "complete", r
-        assert r["counts_match_plan"], r["name"]
-        if r["plan_exact"]:
-            assert (
-                r["reward_queries"] == r["plan_reward_queries"] and r["denoiser_evals"] == r["plan_denoiser_evals"]
-            )
+        assert r["counts_match_plan"] and r["plan_exact"], r["name"]
+        assert r["reward_queries"] == r["plan_reward_queries"] and r["denoiser_evals"] == r["plan_denoiser_evals"]
         assert r["hypervolume"] >= 0
-        if r["budget"]:
-            assert r["reward_queries_per_group"] <= r["budget"]
-    ws = next(r for r in res["runs"] if r["name"] == "weighted_sum")
+    ws = _runs(res)["weighted_sum"]
     assert ws["hv_ratio_ws"] == 1 and ws["query_ratio_ws"] == 1
-    # weighted_sum at the budget of its own K is the same run, not run twice.
-    same = [r for r in res["runs"] if r.get("same_as") == "weighted_sum"]
-    assert same and all(r["reward_queries"] == ws["reward_queries"] for r in same)
+    # weighted_sum at the budget of its own K is the same run, not run twice; the plan counted it once.
+    assert _runs(res)["weighted_sum_B200"]["same_as"] == "weighted_sum"
+    planned = sum(r["plan_denoiser_evals"] for r in res["runs"] if not r.get("same_as"))
+    by_family = res["planned"]["by_family"]
+    assert planned == sum(f["denoiser_evals"] for k, f in by_family.items() if k not in ("overhead", "memory"))
+
+
+def test_a_variant_given_on_the_command_line_runs_with_its_templates(quick_results):
+    out, res = quick_results
+    variant = ["guidance.soup_end_step=<2/5 T>", "guidance.soup_num_candidates=<2K>"]
+    assert res["settings"]["srsoup_variants"]["k2"] == variant
+    runs_dir = out / res["settings"]["run_dirs"]
+    k2 = [r for r in res["runs"] if r.get("variant") == "k2"]
+    assert [r["name"] for r in k2] == ["srsoup_k2", "srsoup_k2_B100", "srsoup_k2_B200"]  # too small for B = 60
+    for r in k2:
+        summary = json.loads((runs_dir / r["name"] / "summary.json").read_text())
+        assert summary["soup_end_step"] == 2 and summary["soup_num_candidates"] == 2 * summary["num_candidates"]
+        assert summary["num_candidates"] == r["size"]
+        # 2 soup steps x 2 anchors x 2K candidates + 3 steps x 10 scored chain-rewards x K = 38 K queries.
+        assert r["reward_queries_per_group"] == 38 * r["size"]
+        if r["budget"]:
+            assert r["reward_queries_per_group"] <= r["budget"] < 38 * (r["size"] + 1)  # the largest K that fits
 
 
 def test_overhead_comes_from_the_runs_own_timers(quick_results):
     out, res = quick_results
     ov = res["overhead"]
-    assert ov["run"] == "srsoup_end2" and ov["run_dir"] == "overhead_srsoup_end2"
-    run = next(r for r in res["runs"] if r["name"] == "srsoup_end2")
-    # The overhead run is the same configuration as srsoup_end2, counted alike and as planned.
+    assert ov["run"] == "srsoup_paper" and ov["run_dir"] == "overhead_srsoup_paper"
+    run = _runs(res)["srsoup_paper"]
     assert ov["counts"]["denoiser_evals"] == ov["plan_denoiser_evals"] == run["denoiser_evals"]
     assert ov["counts"]["reward_queries"] == run["reward_queries"]
     summary = json.loads((out / res["settings"]["run_dirs"] / ov["run_dir"] / "summary.json").read_text())
     assert ov["model_seconds"] == summary["timing"]["model_seconds"]
-    assert ov["in_run_seconds"]["denoiser"] > 0 and ov["load_seconds"] > 0
     assert 0 < ov["model_seconds"] <= ov["wall_seconds"] and ov["ratio_wall"] >= 1
-    assert 0 < ov["group_model_seconds"] <= ov["group_loop_seconds"] <= ov["wall_seconds"]
-    assert ov["ratio_group_loop"] == pytest.approx(ov["group_loop_seconds"] / ov["group_model_seconds"], abs=2e-3)
     assert "from the timers beside its counters" in (out / "results.md").read_text()
 
 
+def test_quick_results_re_render_byte_for_byte(quick_results, tmp_path):
+    out, _ = quick_results
+    assert bench.main(["--render-only", str(out), "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "results.md").read_bytes() == (out / "results.md").read_bytes()
+    assert (tmp_path / "queries_vs_hv.png").read_bytes()[:8] == PNG
+
+
+# --- the analysis on synthetic groups ---------------------------------------------------------------------------
+def _record(name: str, family: str, groups: dict, queries: int = 100, curve: str | None = None) -> dict:
+    groups = {k: np.asarray(v, dtype=float) for k, v in groups.items()}
+    return {
+        "name": name,
+        "family": family,
+        "curve": curve,
+        "status": "complete",
+        "budget": None,
+        "points": np.mean([groups[k] for k in sorted(groups)], axis=0).tolist(),
+        "_groups": groups,
+        "reward_queries": queries * len(groups),
+        "reward_queries_per_group": queries,
+        "denoiser_evals": 10,
+        "wall_seconds": 1.0,
+    }
+
+
+def _front(rng, shift: float, keys=("p0_s0", "p1_s0", "p2_s0", "p3_s0")) -> dict:
+    """A 3-weight front per group around (shift, shift), noisy per group."""
+    base = np.array([[0.0, 1.0], [0.6, 0.6], [1.0, 0.0]]) + shift
+    return {k: base + rng.normal(0, 0.05, base.shape) for k in keys}
+
+
+def _synthetic(rng) -> list[dict]:
+    one = lambda x, y: {k: [[x + rng.normal(0, 0.05), y]] for k in ("p0_s0", "p1_s0", "p2_s0", "p3_s0")}  # noqa: E731
+    return [
+        _record("none", "none", one(0.0, 0.0), 0),
+        _record("single_a", "single", one(1.2, -0.2)),
+        _record("single_b", "single", one(-0.3, 1.1)),
+        _record("weighted_sum", "weighted_sum", _front(rng, 0.1), 400, "weighted_sum"),
+        _record("srsoup_x", "srsoup", _front(rng, 0.05), 200, "srsoup_x"),
+    ]
+
+
+META = {"budgets": [], "low_budgets": [], "curves": ["weighted_sum", "srsoup_x", "srsoup_y"], "K": 4}
+
+
+def test_yardstick_comes_from_none_and_single_alone_and_adding_a_run_changes_no_other_ratio():
+    rng = np.random.default_rng(0)
+    records = _synthetic(rng)
+    a = analyse.analyse(records, META, n_boot=200)
+    refs = [r for r in records if r["family"] in ("none", "single")]
+    stick = Yardstick(np.array([p for r in refs for p in r["points"]]))
+    assert a["yardstick"]["runs"] == ["none", "single_a", "single_b"]
+    assert list(a["yardstick"]["low"].values()) == pytest.approx(stick.low)
+    assert list(a["yardstick"]["high"].values()) == pytest.approx(stick.high)
+    before = {r["name"]: (r["hypervolume"], r["hv_ratio_ws"], r["hv_ratio_ws_ci95"]) for r in records}
+    assert before["srsoup_x"][1] == pytest.approx(
+        stick.hypervolume(records[4]["points"]) / records[3]["hypervolume"]
+    )
+    # A far better run (beyond every yardstick run) changes nothing else: not the yardstick, no ratio, no interval.
+    grown = [
+        *_synthetic(np.random.default_rng(0)),
+        _record("srsoup_y", "srsoup", _front(rng, 0.8), 150, "srsoup_y"),
+    ]
+    b = analyse.analyse(grown, META, n_boot=200)
+    assert b["yardstick"] == a["yardstick"]
+    for r in grown[:-1]:
+        assert (r["hypervolume"], r["hv_ratio_ws"], r["hv_ratio_ws_ci95"]) == before[r["name"]]
+    assert grown[-1]["hv_ratio_ws"] > 1
+    (y,) = [q for q in b["query_efficiency"] if q["curve"] == "srsoup_y"]
+    assert y["cheapest"]["name"] == "srsoup_y" and y["interpolated_query_ratio"] == pytest.approx(150 / 400)
+
+
+def test_paired_bootstrap_pairs_each_run_with_weighted_sum_over_their_shared_groups():
+    rng = np.random.default_rng(1)
+    records = _synthetic(rng)
+    ws = records[3]
+    partial = _front(rng, 0.05, keys=("p0_s0", "p1_s0", "p2_s0"))  # one group fewer
+    records.append(_record("srsoup_y", "srsoup", partial, 150, "srsoup_y"))
+    a = analyse.analyse(records, META, n_boot=200)
+    stick = Yardstick(np.array([p for r in records[:3] for p in r["points"]]))
+    shared = {k: stick.normalize(ws["_groups"][k]) for k in partial}
+    boot = PairedBootstrap(
+        {"y": {k: stick.normalize(v) for k, v in partial.items()}, "ws": shared}, np.zeros(2), 200
+    )
+    assert boot.keys == ["p0_s0", "p1_s0", "p2_s0"]
+    assert records[-1]["hv_ratio_ws_ci95"] == boot.ratio_ci("y", "ws")
+    # The run missing a group changes no other run's interval (they resample all four groups, as without it).
+    alone = _synthetic(np.random.default_rng(1))
+    analyse.analyse(alone, META, n_boot=200)
+    assert [r["hv_ratio_ws_ci95"] for r in alone] == [r["hv_ratio_ws_ci95"] for r in records[:-1]]
+    assert a["bootstrap"]["groups"] == 4
+
+
+def test_analysis_without_the_yardstick_runs_or_weighted_sum_says_so():
+    rng = np.random.default_rng(2)
+    records = _synthetic(rng)
+    no_stick = analyse.analyse([r for r in records if r["family"] != "single"], META, n_boot=10)
+    assert "error" in no_stick["yardstick"] and no_stick["query_efficiency"] == []
+    no_ws = analyse.analyse([r for r in records if r["name"] != "weighted_sum"], META, n_boot=10)
+    assert no_ws["query_efficiency"] == [] and "hv_ratio_ws" not in records[4]
+
+
+# --- plan, templates and the command line -----------------------------------------------------------------------
+def test_templates_variants_and_prompts():
+    assert plan.template_value("2/5 T", 20, 8) == 8 and plan.template_value("2/5 T", 50, 16) == 20
+    assert plan.template_value("T", 5, 4) == 5 and plan.template_value("2K", 5, 4) == 8
+    assert plan.template_value("(K + 1) * 2", 5, 3) == 8
+    assert plan.expand(["guidance.soup_end_step=<2/5 T>", "x=<K>"], 10, 3) == ["guidance.soup_end_step=4", "x=3"]
+    assert plan.uses_k(["a=<2K>"]) and plan.uses_k(["a=<K * 2>"]) and not plan.uses_k(["a=<2/5 T>"])
+    name, overrides = plan.parse_variant("mixed:guidance.extra_anchors=[[0.6,0.4],[0.4,0.6]],guidance.x=1")
+    assert name == "mixed" and overrides == ["guidance.extra_anchors=[[0.6,0.4],[0.4,0.6]]", "guidance.x=1"]
+    with pytest.raises(ValueError, match="NAME:KEY=VALUE"):
+        plan.parse_variant("no overrides")
+    with pytest.raises(ValueError, match="cannot read"):
+        plan.template_value("2 x T", 5, 4)
+    # Twelve seen-combination prompts of the grammar, none of those the methods were tuned on.
+    assert len(set(plan.BENCH_PROMPTS)) == 12 and not set(plan.BENCH_PROMPTS) & set(plan.TUNING_PROMPTS)
+    scenes = [parse_prompt(p) for p in plan.BENCH_PROMPTS]
+    assert all(s is not None and (s.fg, s.shape, s.bg) not in HELD_OUT for s in scenes)
+    for name in ("t20", "paper"):
+        s = plan.Settings.of(name)
+        assert s.seeds * s.prompts >= 24 and s.variants == plan.VARIANTS
+
+
+def test_bad_variant_flag_is_one_line_and_exit_2(capsys):
+    assert bench.main(["--variant", "k2", "--dry-run"]) == 2
+    assert bench.main(["--variants", "nope", "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "NAME:KEY=VALUE" in err[0] and "valid: paper, whole" in err[1]
+
+
+def test_dry_run_of_the_paper_setting_plans_and_prints_the_eval_total(tmp_path, capsys):
+    assert bench.main(["--setting", "paper", "--dry-run", "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "bench --setting paper: T=50, K=16, 24 prompt x seed groups" in out
+    # weighted_sum at K = 16: 6 chains x 50 steps + 16 candidates x 6 chains x 49 steps = 5,004 evals per group.
+    assert "weighted_sum" in out and " 5004" in out
+    total = int(out.split("planned in all: ")[1].split(" denoiser evals")[0].replace(",", ""))
+    assert total > 24 * 5004
+    assert not (tmp_path / "out").exists()  # nothing run, nothing written
+
+
+# --- processes, other backbones, committed results --------------------------------------------------------------
 def test_child_process_reports_its_own_peak_rss(toy_model_dir, tmp_path):
     """One configuration through the child-process path (as the full benchmark runs every one)."""
-    settings = plan.Settings.of(quick=True)
+    settings = plan.Settings.of("quick")
     overrides = [
         *plan.base_overrides(settings, ["a red circle on a blue background"], [0]),
-        *plan.srsoup(4, 2),
+        "guidance=srsoup",
+        "guidance.num_candidates=4",
+        "guidance.soup_end_step=2",
         f"model.pretrained={toy_model_dir}",
     ]
     side = execute.launch(plan.RunDef("srsoup", "srsoup", overrides), tmp_path, in_process=False)
@@ -120,49 +298,38 @@ def test_child_process_reports_its_own_peak_rss(toy_model_dir, tmp_path):
     assert again["cached"] and again["peak_rss_mb"] == side["peak_rss_mb"]
 
 
-def test_analysis_without_weighted_sum_or_best_of_n_says_so():
-    """A subset (--only, or a failed baseline) yields "no runs" / "not measured", not a crash or a verdict."""
-    groups = {"p0_s0": [[130.0, -1.2], [150.0, -1.3]], "p1_s0": [[132.0, -1.1], [148.0, -1.25]]}
-    rec = {
-        "name": "srsoup_end2",
-        "family": "srsoup",
-        "status": "complete",
-        "budget": None,
-        "points": [[131.0, -1.15], [149.0, -1.275]],
-        "_groups": groups,
-        "reward_queries": 10,
-        "denoiser_evals": 10,
-        "wall_seconds": 1.0,
-        "reward_queries_per_group": 5,
-    }
-    meta = {"main_soup_end": 2, "budgets": [], "full_soup_budgets": [], "srsoup_curves": ["srsoup_end2"], "K": 4}
-    a = analyse.analyse([rec], meta, n_boot=10)
-    assert all(hit is None for hit in a["reach_target"].values())
-    assert a["query_efficiency"]["meets"] is False and a["query_efficiency"]["srsoup_runs"] == 0
-
-
 def test_overrides_run_the_bench_on_another_backbone(tiny, tmp_path):
     """`srsoup bench ... model=sd15 model.pretrained=DIR` plans and runs on the tiny SD1.5 copy as planned."""
     sd15 = f"model.pretrained={tiny / 'sd15'}"
-    argv = ["--quick", "--steps", "2", "--candidates", "2", "--only", "none,srsoup_end1", "--in-process"]
+    argv = ["--quick", "--steps", "2", "--candidates", "2", "--only", "srsoup_paper", "--in-process"]
     assert bench.main([*argv, "--out", str(tmp_path), "model=sd15", sd15]) == 0
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["settings"]["model"] == f"sd15 ({tiny / 'sd15'})"
-    assert [r["name"] for r in res["runs"]] == ["none", "weighted_sum", "srsoup_end1"]  # --only keeps the baseline
+    # --only keeps the baseline and the yardstick runs.
+    names = ["none", "single_colorfulness", "single_jpeg_compressibility", "weighted_sum", "srsoup_paper"]
+    assert [r["name"] for r in res["runs"]] == names
     for r in res["runs"]:
         assert r["status"] == "complete" and r["counts_match_plan"] and r["plan_exact"], r
         assert r["overrides"][-2:] == ["model=sd15", sd15]
         summary = json.loads((tmp_path / res["settings"]["run_dirs"] / r["name"] / "summary.json").read_text())
-        assert summary["model"] == "sd15" and summary["steps"] == 2 and summary["images"] == 6 ** (r["K"] > 0)
-    assert res["overhead"]["run"] == "srsoup_end1"
-    assert res["overhead"]["counts"]["denoiser_evals"] == res["overhead"]["plan_denoiser_evals"] > 0
-    assert (tmp_path / "results.md").read_text().startswith(f"Model `sd15 ({tiny / 'sd15'})` with overrides")
-    assert (tmp_path / "queries_vs_hv.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert summary["model"] == "sd15" and summary["steps"] == 2
+    assert res["overhead"]["run"] == "srsoup_paper"
+    assert (tmp_path / "results.md").read_text().startswith(f"Setting `quick`: model `sd15 ({tiny / 'sd15'})`")
+    assert (tmp_path / "queries_vs_hv.png").read_bytes()[:8] == PNG
 
 
-@pytest.mark.parametrize("folder", ["bench", "bench/t20"])
+COMMITTED = sorted(p.parent for p in (ROOT / "bench").rglob("results.json") if "archive" not in p.parts)
+
+
+@pytest.mark.parametrize("folder", COMMITTED, ids=[str(p.relative_to(ROOT)) for p in COMMITTED])
 def test_committed_results_re_render_byte_for_byte(folder, tmp_path):
-    """results.md and the figure from the committed results.json (written before the overhead came from timers)."""
-    assert bench.main(["--render-only", str(ROOT / folder), "--out", str(tmp_path)]) == 0
-    assert (tmp_path / "results.md").read_bytes() == (ROOT / folder / "results.md").read_bytes()
-    assert (tmp_path / "queries_vs_hv.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    """results.md and the figure from each committed results.json (bench/archive: older formats, as written)."""
+    assert bench.main(["--render-only", str(folder), "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "results.md").read_bytes() == (folder / "results.md").read_bytes()
+    assert (tmp_path / "queries_vs_hv.png").read_bytes()[:8] == PNG
+
+
+def test_an_older_results_json_is_refused_in_one_line(tmp_path, capsys):
+    (tmp_path / "results.json").write_text(json.dumps({"runs": []}))
+    assert bench.main(["--render-only", str(tmp_path)]) == 2
+    assert "format 1" in capsys.readouterr().err

@@ -1,13 +1,14 @@
-"""`srsoup bench`: query efficiency, overhead and memory of srsoup's methods, every configuration a real run.
+"""`srsoup bench`: every method at equal reward-query budgets, on a fixed yardstick; overhead and memory.
 
-Stages: ``plan`` (the runs, deduplicated by fingerprint, and their budgets), ``execute`` (each a resumable
-``runner.run`` into OUT/runs/<tag>/<name>, in its own child process so its peak RSS is its own), ``analyse``
-(hypervolume of the per-weight mean rewards against ONE reference point shared by all runs, ratios to
-weighted_sum with paired bootstrap intervals, equal budgets, where the target is reached, memory, overhead) and
-``render`` (OUT/results.md and OUT/queries_vs_hv.png, from OUT/results.json alone).
+Stages: ``plan`` (a named setting's runs, deduplicated by fingerprint, and their budgets; ``--dry-run`` stops
+here and prints the denoiser evals the setting will make), ``execute`` (each a resumable ``runner.run`` into
+OUT/runs/<tag>/<name>, in its own child process so its peak RSS is its own), ``analyse`` (hypervolume of the
+per-weight mean rewards normalised by the yardstick of the unguided and single-reward runs, ratios to
+weighted_sum with paired bootstrap intervals, equal budgets, queries needed to reach weighted_sum's hypervolume,
+memory, overhead) and ``render`` (OUT/results.md and OUT/queries_vs_hv.png, from OUT/results.json alone).
 
-Overhead: the srsoup run at 2/5 of T once more, alone on the machine; its wall seconds over the seconds it spent in
-model calls, as the timers beside its counters recorded them (summary.json ``timing``; target <= 1.10).
+Overhead: the first srsoup variant's run at K once more, alone on the machine; its wall seconds over the seconds
+it spent in model calls, as the timers beside its counters recorded them (summary.json ``timing``; target <= 1.10).
 Memory: srsoup at two K (chunk_size 64 rows per model batch) in separate child processes; ratio of their peak RSS
 (target <= 1.2).
 """
@@ -23,14 +24,14 @@ import time
 from pathlib import Path
 
 from srsoup.bench.plan import (
-    FULL,
+    CI_LOW_TARGET,
     HV_TARGET,
     MEMORY_CHUNK,
     MEMORY_TARGET,
     OVERHEAD_TARGET,
-    QUICK,
     REWARDS,
-    SOUP_FRACTIONS,
+    SETTINGS,
+    VARIANTS,
     Plan,
     RunDef,
     Settings,
@@ -39,12 +40,19 @@ from srsoup.bench.plan import (
 __all__ = ["main"]
 
 EXAMPLES = """examples:
-  srsoup bench                        the full benchmark (about 25 minutes on 2 CPU cores), into bench/
+  srsoup bench                        the t20 setting (hours on 2 CPU cores), into bench/t20
+  srsoup bench --setting paper --dry-run
+                                      plan the paper-shaped setting and print how many denoiser evals it makes
+  srsoup bench --setting paper --prompts 4 --seeds 1 --methods weighted_sum,srsoup
+                                      a smaller paper-shaped run
+  srsoup bench --variant 'k2:guidance.soup_end_step=<2/5 T>,guidance.soup_num_candidates=<2K>'
+                                      one more srsoup variant (templates: <T>, <2/5 T>, <2K>, ...)
   srsoup bench --quick --out /tmp/b   a smoke run at toy sizes
   srsoup bench --quick --jobs 1 model=sd15 model.pretrained=DIR device=cuda
                                       another backbone or device (KEY=VALUE overrides go to every run;
                                       one job at a time, so that runs do not share the GPU)
-  srsoup bench --render-only bench    bench/results.md and the figure again from bench/results.json
+  srsoup bench --render-only bench/t20
+                                      results.md and the figure again from bench/t20/results.json
 """
 
 
@@ -57,22 +65,28 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="srsoup bench",
-        description="Query efficiency, overhead and memory of srsoup's methods on the embedded model (or, with "
-        "overrides, another backbone or device). Every configuration is a real, resumable run in a child process "
-        "of its own; writes OUT/results.json, OUT/results.md and OUT/queries_vs_hv.png.",
+        description="Every method at equal reward-query budgets on the embedded model (or, with overrides, "
+        "another backbone or device): hypervolume on a fixed yardstick with paired bootstrap intervals, queries "
+        "needed to reach weighted_sum's hypervolume, overhead and memory. Every configuration is a real, "
+        "resumable run in a child process of its own; writes OUT/results.json, OUT/results.md and "
+        "OUT/queries_vs_hv.png.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="Hydra overrides appended to every run's")
-    p.add_argument("--quick", action="store_true", help="toy sizes for a smoke run: " + json.dumps(QUICK))
-    _size_options(p)
+    p.add_argument("--setting", choices=[n for n in SETTINGS if n != "quick"], default="t20", help="default t20")
     p.add_argument(
-        "--out", type=Path, help="output folder (default bench, or DIR of --render-only); runs: OUT/runs/"
+        "--quick", action="store_true", help="toy sizes for a smoke run: " + json.dumps(SETTINGS["quick"])
     )
+    p.add_argument(
+        "--dry-run", action="store_true", help="plan, print the runs and their denoiser evals, run nothing"
+    )
+    _size_options(p)
+    p.add_argument("--out", type=Path, help="output folder (default bench/SETTING, or DIR of --render-only)")
     p.add_argument(
         "--only",
         metavar="NAME,...",
-        help="comma-separated run names to run (debugging; the tables cover only these)",
+        help="comma-separated run names to run (debugging; weighted_sum, none and single always run)",
     )
     p.add_argument(
         "--in-process",
@@ -91,60 +105,76 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _size_options(p: argparse.ArgumentParser) -> None:
-    f = FULL
-    p.add_argument("--steps", type=int, metavar="T", help=f"denoising steps T (default {f['steps']})")
+    t, q = SETTINGS["t20"], SETTINGS["paper"]
+
+    def default(key: str) -> str:
+        return f"(t20 {t[key] if t[key] != '' else 'none'}, paper {q[key] if q[key] != '' else 'none'})"
+
+    p.add_argument("--steps", type=int, metavar="T", help=f"denoising steps T {default('steps')}")
     p.add_argument(
-        "--candidates",
-        type=int,
-        metavar="K",
-        help=f"K candidates per guided chain and step (default {f['candidates']})",
+        "--candidates", type=int, metavar="K", help=f"weighted_sum's main K, srsoup's at K {default('candidates')}"
     )
-    p.add_argument("--seeds", type=int, metavar="N", help=f"number of seeds, 0..N-1 (default {f['seeds']})")
+    p.add_argument("--seeds", type=int, metavar="N", help=f"number of seeds, 0..N-1 {default('seeds')}")
     p.add_argument(
-        "--prompts", type=int, metavar="N", help=f"number of prompts, first N of 8 (default {f['prompts']})"
+        "--prompts", type=int, metavar="N", help=f"first N of the 12 bench prompts {default('prompts')}"
     )
     p.add_argument(
         "--budget-ks",
         metavar="K,...",
-        help=f"equal budgets: weighted_sum's queries at these K (default {f['budget_ks']})",
+        help=f"equal budgets: weighted_sum's reward queries at these K {default('budget_ks')}",
     )
     p.add_argument(
-        "--full-soup-budgets",
+        "--low-budgets",
         metavar="F,...",
-        help="srsoup with the whole chain in the soup window also at these fractions of weighted_sum's queries at "
-        f"K (default {f['full_soup_budgets']})",
+        help="srsoup variants also at these fractions of weighted_sum's queries at K, where they fit "
+        f"{default('low_budgets')}",
     )
     p.add_argument(
-        "--bon-ks", metavar="K,...", help=f"best_of_n at the budgets of these K (default {f['bon_ks']})"
+        "--methods",
+        metavar="NAME,...",
+        help="methods with a budget curve (weighted_sum always; default all: "
+        "weighted_sum,srsoup,select,fk,best_of_n)",
     )
     p.add_argument(
-        "--thresholds",
-        metavar="X,...",
-        help=f"switch_threshold values of switch=adaptive (default {f['thresholds']})",
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE,...",
+        help="an srsoup variant (repeatable; replaces one of the same name); <T>, <2/5 T>, <2K>, ... in a value "
+        f"are templates over T and the run's K; the settings' variants: {json.dumps(VARIANTS)}",
     )
+    p.add_argument("--variants", metavar="NAME,...", help="run only these srsoup variants (default all)")
     p.add_argument(
-        "--adaptive-end",
-        type=float,
-        metavar="F",
-        help="switch=adaptive: the soup window ends by this fraction of T (default 0.6)",
+        "--mem-candidates", metavar="K,...", help=f"memory runs: K values, '' for none {default('mem_candidates')}"
     )
-    p.add_argument(
-        "--mem-candidates", metavar="K,...", help=f"memory runs: K values (default {f['mem_candidates']})"
-    )
-    p.add_argument("--mem-steps", type=int, metavar="T", help=f"memory runs: steps (default {f['mem_steps']})")
+    p.add_argument("--mem-steps", type=int, metavar="T", help=f"memory runs: steps {default('mem_steps')}")
 
 
 def parse_args(argv: list[str]) -> tuple[Settings, argparse.Namespace]:
     """The settings of what to measure, and how to run it (jobs, threads, output folder, ...)."""
     from srsoup.bench.execute import usable_cores
+    from srsoup.bench.plan import parse_variant
 
     parser = _parser()
     args = parser.parse_intermixed_args(argv)
     bad = [o for o in args.overrides if "=" not in o]
     if bad:
         parser.error(f"{bad[0]!r} is not a KEY=VALUE override")
-    sizes = {k: getattr(args, k) for k in (*FULL, "adaptive_end")}
-    settings = Settings.of(args.quick, overrides=list(args.overrides), **sizes)
+    variants = dict(VARIANTS)
+    try:
+        variants.update(parse_variant(v) for v in args.variant)
+    except ValueError as err:
+        parser.error(str(err))
+    if args.variants is not None:
+        chosen = [v for v in args.variants.split(",") if v]
+        unknown = [v for v in chosen if v not in variants]
+        if unknown:
+            parser.error(f"--variants {unknown[0]!r} is not a variant; valid: {', '.join(variants)}")
+        variants = {v: variants[v] for v in chosen}
+    keys = ("steps", "candidates", "seeds", "prompts", "budget_ks", "low_budgets", "methods")
+    sizes = {k: getattr(args, k) for k in (*keys, "mem_candidates", "mem_steps")}
+    args.setting = "quick" if args.quick else args.setting
+    settings = Settings.of(args.setting, overrides=list(args.overrides), variants=variants, **sizes)
     args.jobs = args.jobs or usable_cores()
     args.threads = args.threads or max(1, usable_cores() // args.jobs)
     return settings, args
@@ -163,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.render_only:
             return render_only(args.render_only, args.out or args.render_only)
-        args.out = args.out or Path("bench")
+        args.out = args.out or Path("bench") / settings.name
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         return run_bench(settings, args)
@@ -173,35 +203,61 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_bench(s: Settings, args: argparse.Namespace) -> int:
-    """Plan, run every configuration, measure the overhead, analyse, and write the three outputs."""
+    """Plan and print the plan's cost; unless a dry run: run every configuration, measure the overhead, analyse,
+    and write the three outputs."""
     from srsoup.bench.analyse import analyse, memory_figures
     from srsoup.bench.execute import loadavg, run_all, run_tag
-    from srsoup.bench.plan import bench_prompts, plan_runs
+    from srsoup.bench.plan import bench_prompts, plan_runs, planned_totals
 
     start, load_start = time.time(), loadavg()
-    prompts, seeds = bench_prompts(s.prompts, s.overrides), list(range(s.seeds))
+    prompts, seeds = bench_prompts(s.prompts), list(range(s.seeds))
     plan = plan_runs(s, prompts, seeds, set(args.only.split(",")) if args.only else None)
-    plan.meta["K"] = s.candidates
     if args.in_process:
         plan.mem_runs = []  # in one process, peak RSS means nothing
-    runs_dir = args.out / "runs" / run_tag(s)
+    groups = len(prompts) * len(seeds)
+    profile = args.profile or not s.quick
+    totals = planned_totals(plan, groups, (groups + (len(seeds) if profile else 0)) if s.overhead else 0)
+    print_plan(s, plan, totals)
+    if args.dry_run:
+        return 0
+    runs_dir = args.out / "runs" / run_tag(s, prompts, seeds)
     runs_dir.mkdir(parents=True, exist_ok=True)
     print(f"bench: {len(plan.runs) + len(plan.mem_runs)} runs into {runs_dir}")
     jobs = [rd for rd in [*plan.runs, *plan.mem_runs] if not rd.error and not rd.same_as]
-    groups = len(prompts) * len(seeds)
     sides = run_all(jobs, runs_dir, plan.plans, groups, args.in_process, args.jobs, args.threads)
     records = _records(plan.runs, runs_dir, sides, plan.plans)
     figures = {
         "analysis": analyse(records, plan.meta),
         "runs": records,
-        **measure_overhead(s, plan, runs_dir, args, prompts[0]),
+        **measure_overhead(s, plan, runs_dir, args, prompts[0], profile),
         "memory": memory_figures(_records(plan.mem_runs, runs_dir, sides, plan.plans)),
     }
-    settings = _settings(s, args, plan, prompts, seeds, records, runs_dir)
-    res = _results(figures, settings, plan)
+    settings = _settings(s, args, prompts, seeds, records, runs_dir)
+    res = _results(figures, settings, plan, totals)
     res.update(bench_seconds=time.time() - start, loadavg={"start": load_start, "end": loadavg()})
     write_outputs(res, args.out)
     return 0
+
+
+def print_plan(s: Settings, plan: Plan, totals: dict) -> None:
+    """Each planned run (size, queries and evals per group; a run identical to another marked) and the totals."""
+    print(f"bench --setting {s.name}: T={s.steps}, K={s.candidates}, {totals['groups']} prompt x seed groups")
+    print(f"  {'run':<34} {'size':>13} {'queries/group':>13} {'evals/group':>11}")
+    for rd in [*plan.runs, *plan.mem_runs]:
+        p = plan.plans.get(rd.name)
+        if p is None:
+            print(f"  {rd.name:<34} not planned: {rd.error}")
+            continue
+        size = "–" if rd.params.get("size") is None else f"{rd.params['size_label']}={rd.params['size']}"
+        same = f"  (= {rd.same_as})" if rd.same_as else ""
+        print(f"  {rd.name:<34} {size:>13} {p['reward_queries']:>13} {p['denoiser_evals']:>11}{same}")
+    for skip in plan.meta["skipped"]:
+        print(f"  {skip['name']:<34} left out: {skip['why']}")
+    for family, f in totals["by_family"].items():
+        evals, queries = f"{f['denoiser_evals']:,}", f"{f['reward_queries']:,}"
+        print(f"  {family:<14} {f['runs']:>3} runs {evals:>12} denoiser evals {queries:>12} reward queries")
+    t = totals["total"]
+    print(f"planned in all: {t['denoiser_evals']:,} denoiser evals and {t['reward_queries']:,} reward queries")
 
 
 def _records(runs: list[RunDef], runs_dir: Path, sides: dict, plans: dict) -> list[dict]:
@@ -217,14 +273,16 @@ def _records(runs: list[RunDef], runs_dir: Path, sides: dict, plans: dict) -> li
     return records
 
 
-def measure_overhead(s: Settings, plan: Plan, runs_dir: Path, args: argparse.Namespace, prompt: str) -> dict:
+def measure_overhead(
+    s: Settings, plan: Plan, runs_dir: Path, args: argparse.Namespace, prompt: str, profile: bool
+) -> dict:
     """The overhead run, alone with torch's threads on every core the jobs had (as a plain `srsoup run` would),
-    and, on the full benchmark or when asked, a cProfile of its configuration on one prompt."""
+    and, when ``profile``, a cProfile of its configuration on one prompt."""
     from srsoup.bench.analyse import overhead_figures
     from srsoup.bench.execute import launch, progress
     from srsoup.bench.plan import overhead_run, quote_list
 
-    probe = overhead_run(plan)
+    probe = overhead_run(plan) if s.overhead else None
     out = {"overhead": None, "overhead_error": None, "profile": None}
     if probe is None:
         return out
@@ -235,30 +293,42 @@ def measure_overhead(s: Settings, plan: Plan, runs_dir: Path, args: argparse.Nam
         return {**out, "overhead_error": side["error"]}
     out["overhead"] = overhead_figures(name, runs_dir / probe.name, side, plan.plans[name])
     # At --quick sizes the ratio is dominated by fixed costs: profile only when asked.
-    if args.profile or not s.quick:
+    if profile:
         one = RunDef(name, probe.family, [*probe.overrides, f"prompts.texts={quote_list([prompt])}"])
         txt = runs_dir / f"profile_{name}.txt"
         out["profile"] = launch(one, runs_dir, args.in_process, threads=threads, profile=txt).get("profile")
     return out
 
 
-def _results(figures: dict, settings: dict, plan: Plan) -> dict:
-    """results.json: the figures with the machine, settings, targets and meta they were measured under."""
+#: results.json's format: 2 since the yardstick and equal budgets for every method (1, unnumbered, before).
+FORMAT = 2
+
+
+def _results(figures: dict, settings: dict, plan: Plan, totals: dict) -> dict:
+    """results.json: the figures with the machine, settings, plan, targets and meta they were measured under."""
     from srsoup.bench.execute import machine
 
     return {
+        "format": FORMAT,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
         "settings": settings,
         "meta": plan.meta,
-        "targets": {"hv_ratio_reach": HV_TARGET, "overhead": OVERHEAD_TARGET, "memory": MEMORY_TARGET},
+        "planned": totals,
+        "targets": {
+            "hv_ratio": HV_TARGET,
+            "ci_low": CI_LOW_TARGET,
+            "overhead": OVERHEAD_TARGET,
+            "memory": MEMORY_TARGET,
+        },
         "peak_rss_method": "VmHWM of each child process (/proc/self/status), read at the end of its run",
         **figures,
     }
 
 
-def _settings(s: Settings, args, plan: Plan, prompts, seeds, records: list[dict], runs_dir: Path) -> dict:
+def _settings(s: Settings, args, prompts, seeds, records: list[dict], runs_dir: Path) -> dict:
     return {
+        "setting": s.name,
         "steps": s.steps,
         "candidates": s.candidates,
         "seeds": s.seeds,
@@ -266,18 +336,14 @@ def _settings(s: Settings, args, plan: Plan, prompts, seeds, records: list[dict]
         "prompt_texts": prompts,
         "seed_values": seeds,
         "rewards": list(REWARDS),
-        "weights": next((r["weights"] for r in records if r.get("method") == "weighted_sum"), []),
-        "soup_end_fractions": list(SOUP_FRACTIONS),
+        "weights": next((r["weights"] for r in records if r.get("name") == "weighted_sum" and "weights" in r), []),
         "budget_ks": s.budget_ks,
-        "budgets": plan.meta["budgets"],
-        "full_soup_budgets": plan.meta["full_soup_budgets"],
-        "best_of_n_budget_ks": s.bon_ks,
-        "adaptive_thresholds": s.thresholds,
-        "adaptive_soup_end_step": plan.meta["adaptive_soup_end"],
+        "low_budgets": s.low_budgets,
+        "methods": s.methods,
+        "srsoup_variants": s.variants,
         "memory": {"candidates": s.mem_candidates, "steps": s.mem_steps, "chunk_size": MEMORY_CHUNK},
         "model": _model_name(s.overrides),
         "overrides": s.overrides,
-        "quick": s.quick,
         "in_process": args.in_process,
         "jobs": 1 if args.in_process else args.jobs,
         "threads_per_job": None if args.in_process else args.threads,
@@ -316,6 +382,11 @@ def render_only(source: Path, out: Path | None = None) -> int:
     if not (source / "results.json").is_file():
         raise SrsoupError(f"--render-only {source}: no results.json there")
     res = json.loads((source / "results.json").read_text())
+    if res.get("format") != FORMAT:
+        raise SrsoupError(
+            f"--render-only {source}: results.json is of format {res.get('format', 1)}; this srsoup bench renders "
+            f"format {FORMAT} (run `srsoup bench` again; the results.md beside it stands as written)"
+        )
     out = out or source
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(markdown(res))

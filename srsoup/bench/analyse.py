@@ -1,7 +1,11 @@
-"""The benchmark's figures from its run dirs: counts vs plan, HV ratios, budgets, targets, memory, overhead.
+"""The benchmark's figures from its run dirs: counts vs plan, the yardstick, hypervolume ratios, equal budgets,
+query efficiency, memory, overhead.
 
-Hypervolume ratios to weighted_sum come with paired bootstrap intervals (``srsoup.report.compare``); equal-budget
-comparisons pair the runs of each budget; each budget curve's crossing of the target is interpolated linearly.
+Hypervolume is that of a run's per-weight mean rewards normalised by the setting's yardstick
+(``srsoup.report.compare.Yardstick``: per reward, the lowest and highest mean of the unguided and single-reward
+runs; the reference point is the lowest), so adding a run changes no other run's hypervolume or ratio. Ratios
+come with 95% paired-bootstrap intervals (``PairedBootstrap`` on normalised points) over the prompt x seed groups
+both runs have; each curve's crossing of the target is interpolated linearly between its measured runs.
 """
 
 from __future__ import annotations
@@ -11,9 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from srsoup.bench.execute import read_summary
-from srsoup.bench.plan import HV_TARGET, MEMORY_TARGET, OVERHEAD_TARGET, QUERY_TARGET, REWARDS, RunDef
-from srsoup.report.compare import PairedBootstrap, group_points, mean_points
-from srsoup.report.pareto import default_ref, hypervolume
+from srsoup.bench.plan import CI_LOW_TARGET, HV_TARGET, MEMORY_TARGET, OVERHEAD_TARGET, REWARDS, RunDef
+from srsoup.report.compare import Groups, PairedBootstrap, Yardstick, group_points, mean_points, shared_keys
+
+ADHERENCE = "prompt_adherence"
 
 
 # --- one run ----------------------------------------------------------------------------------------------------
@@ -25,6 +30,10 @@ def run_figures(rd: RunDef, run_dir: Path, side: dict, plan: dict | None) -> dic
     rec = {
         "name": rd.name,
         "family": rd.family,
+        "curve": rd.curve,
+        "variant": rd.variant,
+        "size": rd.params.get("size"),
+        "size_label": rd.params.get("size_label"),
         "params": rd.params,
         "budget": rd.budget,
         "overrides": rd.overrides,
@@ -47,7 +56,18 @@ def run_figures(rd: RunDef, run_dir: Path, side: dict, plan: dict | None) -> dic
         "_groups": groups,
         "weights": summary["weights"],
         "eval_means": {c[2:]: float(rows[c].mean()) for c in eval_cols},
+        "adherence_mixed": mixed_adherence(rows),
     }
+
+
+def mixed_adherence(rows) -> float | None:
+    """Mean prompt adherence over the rows whose weights are all strictly between 0 and 1 (the mixed weights,
+    where guidance pulls two ways); None without such rows or without the column."""
+    w = rows[[f"w_{r}" for r in REWARDS]]
+    mixed = rows[((w > 0) & (w < 1)).all(axis=1)]
+    if f"r_{ADHERENCE}" not in rows or mixed.empty:
+        return None
+    return float(mixed[f"r_{ADHERENCE}"].mean())
 
 
 def counts(summary: dict, plan: dict) -> dict:
@@ -60,7 +80,6 @@ def counts(summary: dict, plan: dict) -> dict:
     return {
         "status": summary["status"],
         "method": summary["method"],
-        "K": summary["num_candidates"],
         "steps": summary["steps"],
         "soup_end_step": summary.get("soup_end_step"),
         "groups": groups,
@@ -80,125 +99,169 @@ def counts(summary: dict, plan: dict) -> dict:
 
 
 # --- all runs together ------------------------------------------------------------------------------------------
-def analyse(records: list[dict], meta: dict, n_boot: int = 1000) -> dict:
-    """Shared reference point, hypervolumes, ratios to weighted_sum (with paired bootstrap intervals over the
-    prompt x seed groups), equal-budget comparisons, and where each budget curve reaches the target."""
-    ok = [r for r in records if r.get("status") == "complete"]
-    ref = default_ref(np.array([p for r in ok for p in r["points"]]), margin=0.05)
-    for r in ok:
-        r["hypervolume"] = hypervolume(np.array(r["points"]), ref)
-    boot = PairedBootstrap({r["name"]: r["_groups"] for r in ok}, ref, n_boot)
-    ws = next((r for r in ok if r["name"] == "weighted_sum"), None)
-    if ws:
-        ratios_to_weighted_sum(ok, ws, boot)
-    equal_query_ratios(ok)
-    by_name = {r["name"]: r for r in ok}
-    curves = reach_curves(by_name, meta)
-    mark_reach(ok, curves, meta)
-    return {
-        "reference_point": {n: float(v) for n, v in zip(REWARDS, ref)},
-        "bootstrap": {
-            "resamples": n_boot,
-            "groups": len(boot.keys),
-            "seed": boot.seed,
-            "what": "paired resampling of prompt x seed groups; 95% percentile intervals of HV ratios",
-        },
-        "equal_budget": equal_budget(by_name, meta, boot),
-        "reach_target": curves,
-        "query_efficiency": query_efficiency(ok, curves, meta),
+def yardstick(ok: list[dict]) -> tuple[Yardstick | None, dict]:
+    """The setting's yardstick from the ``none`` and ``single`` runs alone; what it is, or why there is none."""
+    names = [r["name"] for r in ok if r["family"] in ("none", "single")]
+    have = {r["family"] for r in ok if r["family"] in ("none", "single")}
+    if have != {"none", "single"}:
+        return None, {"error": "no unguided and single-reward runs complete", "runs": names}
+    try:
+        stick = Yardstick(np.array([p for r in ok if r["name"] in names for p in r["points"]]))
+    except ValueError as err:
+        return None, {"error": str(err), "runs": names}
+    return stick, {
+        "runs": names,
+        "low": {n: float(v) for n, v in zip(REWARDS, stick.low)},
+        "high": {n: float(v) for n, v in zip(REWARDS, stick.high)},
     }
 
 
-def ratios_to_weighted_sum(ok: list[dict], ws: dict, boot: PairedBootstrap) -> None:
-    """Each run's hypervolume, queries, evals and wall time over weighted_sum's at K."""
+class PairedRatios:
+    """Paired-bootstrap intervals of hypervolume ratios, each over the groups both runs have.
+
+    One ``PairedBootstrap`` per set of shared groups, over every run that has them (restricted to them): when every
+    run has every group, as in a complete benchmark, that is one resampling for all runs, and a run added or
+    missing changes no other pair's interval.
+    """
+
+    def __init__(self, runs: dict[str, Groups], n_boot: int = 1000, seed: int = 0):
+        self.runs, self.n_boot, self.seed = runs, n_boot, seed
+        self._boots: dict[tuple[str, ...], PairedBootstrap] = {}
+
+    def keys(self, num: str, den: str) -> tuple[str, ...]:
+        if num not in self.runs or den not in self.runs:
+            return ()
+        return tuple(shared_keys([self.runs[num], self.runs[den]]))
+
+    def ci(self, num: str, den: str) -> list[float] | None:
+        keys = self.keys(num, den)
+        if not keys:
+            return None
+        if keys not in self._boots:
+            members = {n: {k: g[k] for k in keys} for n, g in self.runs.items() if set(keys) <= set(g)}
+            self._boots[keys] = PairedBootstrap(members, np.zeros(len(REWARDS)), self.n_boot, self.seed)
+        return self._boots[keys].ratio_ci(num, den)
+
+
+def analyse(records: list[dict], meta: dict, n_boot: int = 1000) -> dict:
+    """The yardstick, each run's normalised hypervolume and its ratios to weighted_sum at K (with paired bootstrap
+    intervals), the equal-budget comparisons, and how many queries each curve needs to reach the target."""
+    ok = [r for r in records if r.get("status") == "complete"]
+    stick, about = yardstick(ok)
+    out = {"yardstick": about, "equal_budget": [], "query_efficiency": []}
+    if stick is None:
+        return out
+    for r in ok:
+        r["hypervolume"] = stick.hypervolume(r["points"])
+    ratios = PairedRatios(
+        {r["name"]: {k: stick.normalize(v) for k, v in r["_groups"].items()} for r in ok}, n_boot
+    )
+    ws = next((r for r in ok if r["name"] == "weighted_sum"), None)
+    if ws:
+        ratios_to_weighted_sum(ok, ws, ratios)
+    return {
+        **out,
+        "bootstrap": {
+            "resamples": n_boot,
+            "seed": ratios.seed,
+            "groups": len(ratios.keys(ws["name"], ws["name"])) if ws else 0,
+            "what": "paired resampling of the prompt x seed groups both runs have; 95% percentile intervals of "
+            "ratios of normalised hypervolumes",
+        },
+        "equal_budget": equal_budget(ok, meta, ratios),
+        "query_efficiency": query_efficiency(ok, meta, ws),
+    }
+
+
+def ratios_to_weighted_sum(ok: list[dict], ws: dict, ratios: PairedRatios) -> None:
+    """Each run's hypervolume, queries, evals and wall time over weighted_sum's at K; its adherence beside."""
     for r in ok:
         r["hv_ratio_ws"] = r["hypervolume"] / ws["hypervolume"] if ws["hypervolume"] else float("nan")
-        r["hv_ratio_ws_ci95"] = boot.ratio_ci(r["name"], ws["name"])
+        r["hv_ratio_ws_ci95"] = ratios.ci(r["name"], ws["name"])
         r["query_ratio_ws"] = r["reward_queries"] / ws["reward_queries"]
         r["eval_ratio_ws"] = r["denoiser_evals"] / ws["denoiser_evals"]
         r["wall_ratio_ws"] = r["wall_seconds"] / ws["wall_seconds"]
-        r["reaches_target"] = bool(r["hv_ratio_ws"] >= HV_TARGET)
-
-
-def equal_query_ratios(ok: list[dict]) -> None:
-    """Hypervolume over weighted_sum's at the same queries per group, its budget curve linearly interpolated:
-    the "equal budget" reference for runs whose query count no weighted_sum run matches (inside its range only)."""
-    curve = sorted(
-        {(r["reward_queries_per_group"], r["hypervolume"]) for r in ok if r["family"] == "weighted_sum"}
-    )
-    if len(curve) < 2:
-        return
-    qs, hvs = zip(*curve)
-    for r in ok:
-        q = r["reward_queries_per_group"]
-        if r["family"] not in ("none", "single") and qs[0] <= q <= qs[-1]:
-            r["hv_ratio_ws_equal_queries"] = r["hypervolume"] / float(np.interp(q, qs, hvs))
+        r["adherence_mixed_ws"] = ws.get("adherence_mixed")
 
 
 def all_budgets(meta: dict) -> list[int]:
-    return sorted({*meta["budgets"], *meta.get("full_soup_budgets", [])})
+    return sorted({*meta["budgets"], *meta.get("low_budgets", [])})
 
 
-def equal_budget(by_name: dict[str, dict], meta: dict, boot: PairedBootstrap) -> list[dict]:
-    """Per budget B, each curve's run at B (K, queries, hypervolume) and its hypervolume over weighted_sum's."""
-    others = (*meta["srsoup_curves"], "best_of_n")
+#: What the equal-budget table keeps of each run.
+CELL_KEYS = (
+    "name",
+    "size",
+    "size_label",
+    "reward_queries_per_group",
+    "denoiser_evals_per_group",
+    "wall_seconds",
+    "hypervolume",
+)
+
+
+def equal_budget(ok: list[dict], meta: dict, ratios: PairedRatios) -> list[dict]:
+    """Per curve and budget B: its run's size, counts, seconds and hypervolume, and the hypervolume over
+    weighted_sum's at the same B (where weighted_sum ran at B)."""
+    by_name = {r["name"]: r for r in ok}
     rows = []
-    for b in all_budgets(meta):
-        row: dict = {"budget": b}
-        for prefix in ("weighted_sum", *others):
-            r = by_name.get(f"{prefix}_B{b}")
-            if r:
-                keys = ("K", "reward_queries_per_group", "hypervolume")
-                row[prefix] = {**{k: r[k] for k in keys}, "hv_ratio_ws": r.get("hv_ratio_ws")}
-        w = row.get("weighted_sum")
-        for prefix in others:
-            if w and w["hypervolume"] and prefix in row:
-                row[prefix]["over_ws_same_budget"] = row[prefix]["hypervolume"] / w["hypervolume"]
-                row[prefix]["over_ws_same_budget_ci95"] = boot.ratio_ci(f"{prefix}_B{b}", f"weighted_sum_B{b}")
-        rows.append(row)
+    for curve in meta["curves"]:
+        cells = {}
+        for b in all_budgets(meta):
+            r, w = by_name.get(f"{curve}_B{b}"), by_name.get(f"weighted_sum_B{b}")
+            if r is None:
+                continue
+            cell = {k: r.get(k) for k in CELL_KEYS}
+            if w and w["hypervolume"]:
+                cell["over_ws"] = r["hypervolume"] / w["hypervolume"]
+                cell["over_ws_ci95"] = ratios.ci(r["name"], w["name"])
+            cells[str(b)] = cell
+        rows.append({"curve": curve, "cells": cells})
     return rows
 
 
-def curve_label(prefix: str, meta: dict) -> str:
-    return f"{prefix} (K={meta['K']} and budgets)"
+CHEAPEST_KEYS = ("name", "size", "query_ratio_ws", "hv_ratio_ws", "hv_ratio_ws_ci95")
 
 
-def reach_curves(by_name: dict[str, dict], meta: dict) -> dict[str, dict | None]:
-    """Where weighted_sum's, each srsoup window's and best_of_n's curve (the run at K and its budget runs) reach
-    the target."""
-    budgets = all_budgets(meta)
-    curves = {
-        curve_label(p, meta): reach([p, *[f"{p}_B{b}" for b in budgets]], by_name)
-        for p in ("weighted_sum", *meta["srsoup_curves"])
-    }
-    curves["best_of_n (budgets)"] = reach([f"best_of_n_B{b}" for b in budgets], by_name)
-    return curves
+def query_efficiency(ok: list[dict], meta: dict, ws: dict | None) -> list[dict]:
+    """Per curve (its run at K, if any, and its budget runs): the cheapest run at >= HV_TARGET x weighted_sum's
+    hypervolume at K whose interval's lower end is >= CI_LOW_TARGET, and where the curve crosses HV_TARGET."""
+    if ws is None:
+        return []
+    out = []
+    for curve in meta["curves"]:
+        pts = sorted(
+            (r for r in ok if r.get("curve") == curve and not r.get("same_as") and "query_ratio_ws" in r),
+            key=lambda r: r["query_ratio_ws"],
+        )
+        hits = [r for r in pts if reaches(r)]
+        best = min(hits, key=lambda r: r["query_ratio_ws"], default=None)
+        cross = crossing(pts, HV_TARGET)
+        out.append(
+            {
+                "curve": curve,
+                "runs": len(pts),
+                "cheapest": best and {k: best.get(k) for k in CHEAPEST_KEYS},
+                "interpolated_query_ratio": cross,
+                "interpolated_queries_per_group": None
+                if cross is None
+                else cross * ws["reward_queries_per_group"],
+            }
+        )
+    return out
 
 
-def reach(names: list[str], by_name: dict[str, dict]) -> dict | None:
-    """The cheapest measured run of a curve at >= HV_TARGET, and where the curve (runs ordered by queries) first
-    crosses it; None when the curve has no runs, "run": None when no run reaches the target."""
-    measured = [by_name[n] for n in sorted(set(names)) if n in by_name and "query_ratio_ws" in by_name[n]]
-    pts = sorted(measured, key=lambda r: r["query_ratio_ws"])
-    if not pts:
-        return None
-    hits = [r for r in pts if r.get("reaches_target")]
-    if not hits:
-        return {"run": None, "query_ratio": None, "hv_ratio": None, "interpolated_query_ratio": None}
-    best = min(hits, key=lambda r: r["query_ratio_ws"])
-    return {
-        "run": best["name"],
-        "query_ratio": best["query_ratio_ws"],
-        "hv_ratio": best["hv_ratio_ws"],
-        "interpolated_query_ratio": crossing(pts, HV_TARGET),
-    }
+def reaches(r: dict) -> bool:
+    """At >= HV_TARGET x weighted_sum's hypervolume at K, the interval's lower end at >= CI_LOW_TARGET."""
+    ci = r.get("hv_ratio_ws_ci95")
+    return bool(r["hv_ratio_ws"] >= HV_TARGET and ci and ci[0] >= CI_LOW_TARGET)
 
 
 def crossing(pts: list[dict], target: float) -> float | None:
     """The query ratio at which the hypervolume ratio of ``pts`` (ordered by queries) first reaches ``target``,
     linearly interpolated between the measured runs either side."""
     for lo, hi in zip([None, *pts[:-1]], pts):
-        if hi["hv_ratio_ws"] < target:
+        if not hi["hv_ratio_ws"] >= target:
             continue
         if lo is None or lo["hv_ratio_ws"] >= target:
             return hi["query_ratio_ws"]
@@ -207,57 +270,17 @@ def crossing(pts: list[dict], target: float) -> float | None:
     return None
 
 
-def mark_reach(ok: list[dict], curves: dict, meta: dict) -> None:
-    """Each srsoup run's smallest query ratio reaching the target: its curve's, or its own for runs on no curve."""
-    for r in ok:
-        if not r["family"].startswith("srsoup"):
-            continue
-        curve = next((p for p in meta["srsoup_curves"] if r["name"] == p or r["name"].startswith(f"{p}_B")), None)
-        if curve:
-            hit = curves[curve_label(curve, meta)]
-        elif r.get("reaches_target"):
-            hit = {"run": r["name"], "query_ratio": r["query_ratio_ws"], "hv_ratio": r["hv_ratio_ws"]}
-        else:
-            hit = None
-        r["smallest_query_ratio_reaching_target"] = hit if hit and hit["run"] else None
-
-
-def query_efficiency(ok: list[dict], curves: dict, meta: dict) -> dict:
-    """The query-efficiency target: the cheapest srsoup run (any window, any K or budget) at >= HV_TARGET."""
-    srsoup_runs = [r for r in ok if r["family"].startswith("srsoup") and "query_ratio_ws" in r]
-    best = min(
-        (r for r in srsoup_runs if r.get("reaches_target")), key=lambda r: r["query_ratio_ws"], default=None
-    )
-    crossings = [
-        c["interpolated_query_ratio"]
-        for p in meta["srsoup_curves"]
-        if (c := curves[curve_label(p, meta)]) and c["interpolated_query_ratio"] is not None
-    ]
-    cheapest = best and {
-        "run": best["name"],
-        "query_ratio": best["query_ratio_ws"],
-        "hv_ratio": best["hv_ratio_ws"],
-    }
-    return {
-        "srsoup_runs": len(srsoup_runs),
-        "target_query_ratio": QUERY_TARGET,
-        "target_hv_ratio": HV_TARGET,
-        "cheapest_run": cheapest,
-        "smallest_interpolated_query_ratio": min(crossings, default=None),
-        "meets": bool(best and best["query_ratio_ws"] <= QUERY_TARGET),
-    }
-
-
 # --- memory and overhead ----------------------------------------------------------------------------------------
 def memory_figures(records: list[dict]) -> dict:
     """Peak RSS of the memory runs, and its ratio between the largest and the smallest K."""
-    ok = sorted([r for r in records if r.get("peak_rss_mb")], key=lambda r: r["K"])
+    ok = sorted([r for r in records if r.get("peak_rss_mb")], key=lambda r: r["size"])
+    keys = ("name", "peak_rss_mb", "rss_after_imports_mb", "wall_seconds", "denoiser_evals", "reward_queries")
+    runs = [{"K": r["size"], **{k: r.get(k) for k in keys}} for r in ok]
     if len(ok) < 2:
-        return {"runs": ok}
+        return {"runs": runs}
     small, big = ok[0], ok[-1]
-    keys = ("name", "K", "peak_rss_mb", "rss_after_imports_mb", "wall_seconds", "denoiser_evals", "reward_queries")
     return {
-        "runs": [{k: r.get(k) for k in keys} for r in ok],
+        "runs": runs,
         "ratio": big["peak_rss_mb"] / small["peak_rss_mb"],
         "ratio_above_imports": (big["peak_rss_mb"] - big["rss_after_imports_mb"])
         / max(1e-9, small["peak_rss_mb"] - small["rss_after_imports_mb"]),

@@ -156,15 +156,14 @@ def progress(name: str, side: dict, start: float) -> None:
     print(f"  {name:<32} {state:<7} t+{time.time() - start:6.0f} s  {side.get('error', '')}", flush=True)
 
 
-def run_tag(s: Settings) -> str:
-    """Run dirs are keyed by the settings, the model's weights and the user's overrides, so that other settings
-    never resume them (without overrides the tag is the one the benchmark has always used)."""
+def run_tag(s: Settings, prompts: list[str], seeds: list[int]) -> str:
+    """Run dirs are keyed by the setting, its sizes, prompts and seeds, the model's weights and the user's
+    overrides, so that other settings never resume them."""
     digest = hashlib.sha1()
     for f in _weight_files(s.overrides):
         digest.update(f.read_bytes())
-    if s.overrides:
-        digest.update(json.dumps(s.overrides).encode())
-    return f"T{s.steps}_K{s.candidates}_p{s.prompts}_s{s.seeds}_{digest.hexdigest()[:8]}"
+    digest.update(json.dumps([s.overrides, prompts, seeds]).encode())
+    return f"{s.name}_T{s.steps}_K{s.candidates}_p{s.prompts}_s{s.seeds}_{digest.hexdigest()[:8]}"
 
 
 def _weight_files(overrides: list[str]) -> list[Path]:

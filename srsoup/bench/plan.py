@@ -1,83 +1,131 @@
-"""The benchmark's plan: settings (FULL, QUICK), the runs it makes, deduplicated by fingerprint, and budgets."""
+"""The benchmark's plan: the named settings (t20, paper, quick), their runs deduplicated by fingerprint, budgets.
+
+Every method runs at the same reward-query budgets B (weighted_sum's queries per prompt x seed group at the
+setting's ``budget_ks``), each at the largest size that fits (``budget=fit`` lowers the method's ``budget_key``
+from ``BIG_K``), beside ``none`` and one ``single`` run per reward, which fix the yardstick. SRSoup runs once per
+variant, a variant being data: a name and the Hydra overrides that make it, with templates such as ``<2/5 T>``
+(``expand``). Variants also run at the setting's low budgets (fractions of weighted_sum's queries at K), where the
+whole-chain soup needs them; a variant that does not fit there is left out, not run.
+"""
 
 from __future__ import annotations
 
 import copy
 import functools
 import json
+import math
+import re
 from dataclasses import dataclass, field
 
-#: Four more prompts of the embedded grammar, all seen combinations in training (none of grammar.HELD_OUT).
-EXTRA_PROMPTS = (
-    "a green triangle on a white background",
-    "a small orange square at the left on a black background",
-    "a big purple circle on a yellow background",
-    "a white triangle at the bottom on a red background",
+#: The benchmark's prompts: seen combinations of the embedded grammar (none of grammar.HELD_OUT), drawn by
+#: ``grammar.sample_scenes(40, random.Random(2024))``, without repeats and without TUNING_PROMPTS.
+BENCH_PROMPTS = (
+    "a purple circle on a black background",
+    "a white circle on a blue background",
+    "a big black square on a yellow background",
+    "a orange circle on a red background",
+    "a small purple square on a black background",
+    "a small yellow circle on a green background",
+    "a big white square at the bottom on a yellow background",
+    "a big purple circle on a white background",
+    "a big blue circle at the right on a white background",
+    "a small red triangle on a black background",
+    "a purple circle on a white background",
+    "a small blue circle at the left on a green background",
+)
+#: The prompts (with seeds 10 and 11) the methods' options were tuned on: never benchmarked on.
+TUNING_PROMPTS = (
+    "a white square at the top on a green background",
+    "a big green circle at the top on a white background",
+    "a purple triangle at the right on a red background",
+    "a black square at the right on a orange background",
 )
 REWARDS = ("colorfulness", "jpeg_compressibility")
-SOUP_FRACTIONS = (1 / 5, 2 / 5, 1 / 2, 3 / 5, 4 / 5, 1)  # 4/5 and 1 (the whole chain) go past the paper's windows
-MAIN_FRACTION = 2 / 5
-HV_TARGET = 0.97  # "reaches weighted_sum's hypervolume" means >= 0.97x of it
-QUERY_TARGET = 0.50  # ... with at most this fraction of its reward queries
+#: Methods with a budget curve (srsoup: one curve per variant); none and single always run (the yardstick).
+CURVE_METHODS = ("weighted_sum", "srsoup", "select", "fk", "best_of_n")
+#: SRSoup variants of every setting: the paper's window (2/5 of T) and the whole chain as soup window.
+VARIANTS = {"paper": ["guidance.soup_end_step=<2/5 T>"], "whole": ["guidance.soup_end_step=<T>"]}
+HV_TARGET = 0.97  # "reaches weighted_sum's hypervolume" means >= 0.97x of it ...
+CI_LOW_TARGET = 0.90  # ... with the lower end of its 95% interval >= 0.90x
 OVERHEAD_TARGET = 1.10
 MEMORY_TARGET = 1.2
 MEMORY_CHUNK = 64  # chunk_size of the memory runs: rows per model batch
-BIG_K = 4096  # budget runs start from this K so that budget=fit always lowers it to what the budget allows
+BIG_K = 4096  # budget runs start from this size so that budget=fit always lowers it to what the budget allows
 
-# Sized for about 25 minutes on 2 CPU cores: one CFG denoiser eval of the embedded model costs 30-60 ms on one
-# core (fp32, depending on what else runs) and the benchmark makes ~87k of them, two child processes at a time.
-# Larger settings (--steps 30 --candidates 8) need a faster machine.
-FULL = dict(
-    steps=10,
-    candidates=4,
-    seeds=2,
-    prompts=8,
-    budget_ks="2,3,4",
-    full_soup_budgets="0.3,0.4",
-    bon_ks="2",
-    # At T=8-10 a mixed chain's Bhattacharyya coefficient to the anchors it weighs falls from 1 to about 0.6-0.8
-    # over the first 6 steps (it is a per-step quantity: lower thresholds bind at larger T).
-    thresholds="0.8,0.7",
-    mem_candidates="8,64",
-    mem_steps=5,
-)
-QUICK = dict(
-    steps=5,
-    candidates=4,
-    seeds=1,
-    prompts=1,
-    budget_ks="2,4",
-    full_soup_budgets="0.6",
-    bon_ks="2,4",
-    thresholds="0.9",
-    mem_candidates="4,16",
-    mem_steps=3,
-)
+# Each setting's defaults; every one is also a flag of `srsoup bench`. Low budgets are fractions of
+# weighted_sum's queries at K, for the variants only (the whole chain reaches weighted_sum's front well below
+# the smallest equal budget).
+SETTINGS = {
+    # T = 20 at weighted_sum's K = 8, budgets of K = 2, 4, 8; memory and overhead measured here.
+    "t20": dict(
+        steps=20,
+        candidates=8,
+        seeds=2,
+        prompts=12,
+        budget_ks="2,4,8",
+        low_budgets="0.1,0.15",
+        mem_candidates="8,64",
+        mem_steps=5,
+        overhead=True,
+    ),
+    # Paper-shaped: T = 50, K = 16 (the paper's SD runs use K = 30); budgets of K = 4, 8, 16.
+    "paper": dict(
+        steps=50,
+        candidates=16,
+        seeds=2,
+        prompts=12,
+        budget_ks="4,8,16",
+        low_budgets="0.1,0.15",
+        mem_candidates="",
+        mem_steps=0,
+        overhead=False,
+    ),
+    # Toy sizes for tests and smoke runs (--quick).
+    "quick": dict(
+        steps=5,
+        candidates=4,
+        seeds=1,
+        prompts=1,
+        budget_ks="2,4",
+        low_budgets="0.3",
+        mem_candidates="4,16",
+        mem_steps=3,
+        overhead=True,
+    ),
+}
 
 
 @dataclass
 class Settings:
-    """What the benchmark measures: sizes, the budget and variant lists (comma-separated), user overrides."""
+    """What the benchmark measures: a named setting's sizes, budgets, methods and variants, user overrides."""
 
+    name: str
     steps: int
     candidates: int
     seeds: int
     prompts: int
     budget_ks: str
-    full_soup_budgets: str
-    bon_ks: str
-    thresholds: str
+    low_budgets: str
     mem_candidates: str
     mem_steps: int
-    adaptive_end: float = 3 / 5
+    overhead: bool
+    methods: str = ",".join(CURVE_METHODS)
+    variants: dict[str, list[str]] = field(default_factory=lambda: copy.deepcopy(VARIANTS))
     overrides: list[str] = field(default_factory=list)  # appended to every run's overrides
-    quick: bool = False
 
     @classmethod
-    def of(cls, quick: bool = False, **given) -> Settings:
-        """QUICK or FULL, with the values given (None = the default)."""
-        values = {**(QUICK if quick else FULL), **{k: v for k, v in given.items() if v is not None}}
-        return cls(quick=quick, **values)
+    def of(cls, name: str = "t20", **given) -> Settings:
+        """The setting ``name`` with the values given (None = the setting's default)."""
+        from srsoup.errors import SrsoupError
+
+        if name not in SETTINGS:
+            raise SrsoupError(f"--setting {name!r} is not a setting; valid: {', '.join(SETTINGS)}")
+        values = {**SETTINGS[name], **{k: v for k, v in given.items() if v is not None}}
+        return cls(name=name, **values)
+
+    @property
+    def quick(self) -> bool:
+        return self.name == "quick"
 
 
 @dataclass
@@ -85,10 +133,12 @@ class RunDef:
     """One benchmark configuration: a name, the Hydra overrides and what it varies (for the tables)."""
 
     name: str
-    family: str  # none | single | weighted_sum | srsoup | srsoup_correction | srsoup_adaptive | best_of_n | memory
+    family: str  # the method (none | single | weighted_sum | srsoup | select | fk | best_of_n), memory, overhead
     overrides: list[str]
     params: dict = field(default_factory=dict)
     budget: int | None = None
+    curve: str | None = None  # the budget curve it is a point of (weighted_sum, srsoup_<variant>, fk, ...)
+    variant: str | None = None
     same_as: str | None = None  # an earlier run with the identical plan and fingerprint: not run again
     error: str | None = None  # why it could not be planned (reported, not fatal)
 
@@ -126,22 +176,90 @@ def _compose(overrides: tuple[str, ...]):
         return hydra_compose("config", overrides=list(overrides))
 
 
-def soup_end(steps: int, fraction: float) -> int:
-    return max(1, int(fraction * steps + 0.5))
-
-
 def quote_list(values) -> str:
     return "[" + ",".join(f"'{v}'" for v in values) + "]"
 
 
-def bench_prompts(count: int, overrides: list[str]) -> list[str]:
-    """The first ``count`` of the embedded grammar's prompts (prompts=tiny) and EXTRA_PROMPTS."""
+# --- variants and their templates -------------------------------------------------------------------------------
+_TEMPLATE = re.compile(r"<([^<>]*)>")
+_TOKEN = re.compile(r"\s*(?:(\d+(?:\.\d+)?)|([TK])\b|([-+*/()]))")
+VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def template_value(expr: str, steps: int, k: int) -> int:
+    """A template's value: arithmetic over T (steps) and K (the run's size), juxtaposition multiplies ("2/5 T",
+    "2K"), rounded half up to a whole number."""
+    tokens, pos, code = [], 0, ""
+    while pos < len(expr.rstrip()):
+        m = _TOKEN.match(expr, pos)
+        if not m:
+            raise ValueError(
+                f"template <{expr}>: cannot read {expr[pos:]!r} (numbers, T, K, + - * / and brackets)"
+            )
+        tokens.append(m.group(m.lastindex))
+        pos = m.end()
+    for prev, tok in zip([None, *tokens], tokens):
+        operand_end = prev is not None and (prev[0].isalnum() or prev == ")")
+        if operand_end and (tok[0].isalnum() or tok == "("):
+            code += "*"  # juxtaposition: "2/5 T" = 2/5*T, "2K" = 2*K
+        code += {"T": str(steps), "K": str(k)}.get(tok, tok)
+    try:
+        value = eval(code, {"__builtins__": {}})  # noqa: S307 - only numbers and + - * / ( ), checked above
+    except (SyntaxError, ZeroDivisionError) as err:
+        raise ValueError(f"template <{expr}> does not evaluate ({err})") from None
+    return math.floor(value + 0.5)
+
+
+def expand(overrides: list[str], steps: int, k: int) -> list[str]:
+    """The overrides with every ``<template>`` replaced by its value at T = ``steps`` and K = ``k``."""
+    return [_TEMPLATE.sub(lambda m: str(template_value(m.group(1), steps, k)), o) for o in overrides]
+
+
+def uses_k(overrides: list[str]) -> bool:
+    """Whether a template depends on K (then the bench, not budget=fit, finds the size that fits a budget)."""
+    return any(re.search(r"\bK\b|\dK", t) for o in overrides for t in _TEMPLATE.findall(o))
+
+
+def split_overrides(text: str) -> list[str]:
+    """Comma-separated overrides, commas inside brackets or quotes kept: "a=1,b=[[0.6,0.4]]" → two overrides."""
+    parts, depth, quote, current = [], 0, None, ""
+    for ch in text:
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[({":
+            depth += 1
+        elif ch in "])}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(current.strip())
+            current = ""
+            continue
+        current += ch
+    return [p for p in [*parts, current.strip()] if p]
+
+
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """``NAME:OVERRIDE,OVERRIDE`` (a --variant flag) → (name, overrides); ValueError naming what is wrong."""
+    name, colon, rest = text.partition(":")
+    if not colon or not VARIANT_NAME.match(name):
+        raise ValueError(f"--variant {text!r}: expected NAME:KEY=VALUE,... with NAME of letters, digits, _ . -")
+    overrides = split_overrides(rest)
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ValueError(f"--variant {text!r}: {bad[0]!r} is not a KEY=VALUE override")
+    return name, overrides
+
+
+# --- the runs ---------------------------------------------------------------------------------------------------
+def bench_prompts(count: int) -> list[str]:
+    """The first ``count`` of BENCH_PROMPTS."""
     from srsoup.errors import SrsoupError
 
-    prompts = [*compose([*overrides, "prompts=tiny"]).prompts.texts, *EXTRA_PROMPTS]
-    if not 1 <= count <= len(prompts):
-        raise SrsoupError(f"--prompts={count} must be 1..{len(prompts)}")
-    return prompts[:count]
+    if not 1 <= count <= len(BENCH_PROMPTS):
+        raise SrsoupError(f"--prompts={count} must be 1..{len(BENCH_PROMPTS)}")
+    return list(BENCH_PROMPTS[:count])
 
 
 def base_overrides(s: Settings, prompts: list[str], seeds: list[int]) -> list[str]:
@@ -158,89 +276,68 @@ def base_overrides(s: Settings, prompts: list[str], seeds: list[int]) -> list[st
     ]
 
 
-def method_runs(s: Settings) -> list[RunDef]:
-    """Every method at K: none, single, weighted_sum, srsoup's soup windows, corrections and adaptive switch."""
-    k, main_end = s.candidates, soup_end(s.steps, MAIN_FRACTION)
-    kk = f"guidance.num_candidates={k}"
+def reference_runs(s: Settings) -> list[RunDef]:
+    """none and single at K for each reward: the runs that fix the yardstick."""
+    kk = f"guidance.num_candidates={s.candidates}"
     runs = [RunDef("none", "none", ["guidance=none"])]
-    runs += [
-        RunDef(f"single_{r}", "single", ["guidance=single", kk, f"guidance.reward={r}"], {"K": k, "reward": r})
-        for r in REWARDS
-    ]
-    runs.append(RunDef("weighted_sum", "weighted_sum", ["guidance=weighted_sum", kk], {"K": k}))
-    ends = {}
-    for frac in SOUP_FRACTIONS:
-        ends.setdefault(soup_end(s.steps, frac), frac)  # small T can map two fractions to one step: run it once
-    for end, frac in ends.items():
-        params = {"K": k, "soup_end_step": end, "fraction": round(frac, 3), "mean_correction": "reference"}
-        runs.append(RunDef(f"srsoup_end{end}", "srsoup", srsoup(k, end), params))
-    for corr in ("exact", "off"):
-        params = {"K": k, "soup_end_step": main_end, "mean_correction": corr}
-        overrides = [*srsoup(k, main_end), f"guidance.mean_correction={corr}"]
-        runs.append(RunDef(f"srsoup_end{main_end}_{corr}", "srsoup_correction", overrides, params))
-    return runs + adaptive_runs(s)
-
-
-def srsoup(k: int, end: int) -> list[str]:
-    return ["guidance=srsoup", f"guidance.num_candidates={k}", f"guidance.soup_end_step={end}"]
-
-
-def adaptive_runs(s: Settings) -> list[RunDef]:
-    """srsoup with switch=adaptive at each threshold, the window ending at ``adaptive_end`` of T at the latest."""
-    end = soup_end(s.steps, s.adaptive_end)
-    runs = []
-    for thr in numbers(s.thresholds):
-        overrides = [*srsoup(s.candidates, end), "guidance.switch=adaptive", f"guidance.switch_threshold={thr}"]
-        params = {"K": s.candidates, "switch": "adaptive", "switch_threshold": thr, "soup_end_step": end}
-        runs.append(RunDef(f"srsoup_adaptive{thr:g}", "srsoup_adaptive", overrides, params))
+    for r in REWARDS:
+        runs.append(
+            RunDef(f"single_{r}", "single", ["guidance=single", kk, f"guidance.reward={r}"], {"reward": r})
+        )
     return runs
 
 
-def budgets(s: Settings, ws_queries_per_k: int) -> tuple[list[int], list[int], list[int]]:
-    """Equal budgets B (weighted_sum's queries per group at --budget-ks), the whole-chain soup's extra low budgets
-    (--full-soup-budgets, fractions of weighted_sum's queries at K), and best_of_n's budgets (--bon-ks)."""
+def curves(s: Settings) -> list[tuple[str, str, str | None, list[str]]]:
+    """The budget curves, (curve, method, variant, overrides), of the methods asked for: weighted_sum always."""
+    from srsoup.errors import SrsoupError
+
+    methods = numbers(s.methods, str)
+    unknown = sorted(set(methods) - set(CURVE_METHODS))
+    if unknown:
+        raise SrsoupError(
+            f"--methods {unknown[0]!r} is not a benchmarked method; valid: {', '.join(CURVE_METHODS)}"
+        )
+    out = [("weighted_sum", "weighted_sum", None, ["guidance=weighted_sum"])]
+    for method in [m for m in CURVE_METHODS[1:] if m in methods]:
+        if method == "srsoup":
+            out += [(f"srsoup_{v}", "srsoup", v, ["guidance=srsoup", *o]) for v, o in s.variants.items()]
+        else:
+            out.append((method, method, None, [f"guidance={method}"]))
+    return out
+
+
+def curve_runs(s: Settings, equal: list[int], low: list[int]) -> list[RunDef]:
+    """weighted_sum and each srsoup variant at K, every curve at each budget, and the variants at the low ones."""
+    runs = []
+    for curve, method, variant, overrides in curves(s):
+        if method in ("weighted_sum", "srsoup"):
+            at_k = [overrides[0], f"guidance.num_candidates={s.candidates}", *overrides[1:]]  # a variant may set K
+            runs.append(RunDef(curve, method, at_k, {"variant": variant}, curve=curve, variant=variant))
+        for b in [*equal, *(low if method == "srsoup" else [])]:
+            params = {"variant": variant, "budget": b}
+            runs.append(RunDef(f"{curve}_B{b}", method, overrides, params, b, curve, variant))
+    return runs
+
+
+def budgets(s: Settings, ws_queries_per_k: int) -> tuple[list[int], list[int]]:
+    """Equal budgets B (weighted_sum's queries per group at --budget-ks) and the variants' low budgets
+    (--low-budgets, fractions of weighted_sum's queries at K; those equal to a budget run once)."""
     equal = [ws_queries_per_k * k for k in numbers(s.budget_ks, int)]
-    low = {round(f * ws_queries_per_k * s.candidates) for f in numbers(s.full_soup_budgets)}
-    return equal, sorted(low - set(equal)), [ws_queries_per_k * k for k in numbers(s.bon_ks, int)]
-
-
-def budget_runs(s: Settings, equal: list[int], low: list[int], bon: list[int]) -> list[RunDef]:
-    """Each method at each budget (``budget=fit`` lowers K from BIG_K to what fits).
-
-    SRSoup has two budget curves: the paper's window (2/5 of T) and the whole chain in the soup window, which
-    spends queries on the anchors only and so also runs at the low budgets, where the other methods could fit no
-    more than K=1 or 2. best_of_n spends N·T denoiser evals for N·M queries (N = B/M): at equal queries it makes
-    several times the evals of the guided methods, so it runs at its own (by default the smallest) budgets only.
-    """
-    whole = f"srsoup_end{s.steps}"
-    methods = [("weighted_sum", "weighted_sum", ["guidance=weighted_sum"])]
-    for end in curve_ends(s):
-        methods.append((f"srsoup_end{end}", "srsoup", ["guidance=srsoup", f"guidance.soup_end_step={end}"]))
-    methods.append(("best_of_n", "best_of_n", ["guidance=best_of_n"]))
-    runs = []
-    for b in [*equal, *low]:
-        for prefix, family, overrides in methods:
-            if (family == "best_of_n" and b not in bon) or (b in low and prefix != whole):
-                continue
-            fit = [f"guidance.num_candidates={BIG_K}", "budget=fit", f"budget.max_reward_queries={b}"]
-            runs.append(RunDef(f"{prefix}_B{b}", family, [*overrides, *fit], {"budget": b}, budget=b))
-    return runs
-
-
-def curve_ends(s: Settings) -> list[int]:
-    """Soup windows with a budget curve: the paper's 2/5 of T and the whole chain."""
-    return sorted({soup_end(s.steps, MAIN_FRACTION), s.steps})
+    low = {round(f * ws_queries_per_k * s.candidates) for f in numbers(s.low_budgets)}
+    return equal, sorted(low - set(equal))
 
 
 def memory_runs(s: Settings, prompt: str) -> list[RunDef]:
-    """srsoup at each --mem-candidates K on one prompt and seed, for the peak RSS of its own child process."""
-    end = soup_end(s.mem_steps, MAIN_FRACTION)
+    """srsoup (the paper's window) at each --mem-candidates K on one prompt and seed, for its own peak RSS."""
+    end = template_value("2/5 T", s.mem_steps, 0)
     return [
         RunDef(
             f"mem_K{m}",
             "memory",
             [
-                *srsoup(m, end),
+                "guidance=srsoup",
+                f"guidance.num_candidates={m}",
+                f"guidance.soup_end_step={end}",
                 f"chunk_size={MEMORY_CHUNK}",
                 f"sampler.steps={s.mem_steps}",
                 f"prompts.texts={quote_list([prompt])}",
@@ -255,54 +352,113 @@ def memory_runs(s: Settings, prompt: str) -> list[RunDef]:
 def plan_runs(s: Settings, prompts: list[str], seeds: list[int], only: set[str] | None = None) -> Plan:
     """The benchmark's runs and memory runs, deduplicated by fingerprint; budgets in reward queries per group.
 
-    ``only``: the names to keep (and weighted_sum, the baseline), before their specs are built.
+    ``only``: the names to keep (and the baseline and yardstick runs), before their specs are built.
     """
     from srsoup.spec import build_spec
 
     base = base_overrides(s, prompts, seeds)
     ws = build_spec(compose([*base, "guidance=weighted_sum", "guidance.num_candidates=1", *s.overrides]))
     per_k = ws.plan.reward_queries
-    equal, low, bon = budgets(s, per_k)
-    runs = [*method_runs(s), *budget_runs(s, equal, low, bon)]
+    equal, low = budgets(s, per_k)
+    runs = [*reference_runs(s), *curve_runs(s, equal, low)]
     mem_runs = memory_runs(s, prompts[0])
     if only is not None:
-        runs = [r for r in runs if r.name in only or r.name == "weighted_sum"]
+        keep = {"weighted_sum", *(r.name for r in reference_runs(s))}
+        runs = [r for r in runs if r.name in only | keep]
         mem_runs = [r for r in mem_runs if r.name in only]
-    for rd in [*runs, *mem_runs]:
+    for rd in runs:
+        rd.overrides = sized_overrides(rd, s, base)
+    for rd in mem_runs:
         rd.overrides = [*base, *rd.overrides, *s.overrides]
+    plans = resolve(runs, mem_runs)
+    skipped = [{"name": r.name, "why": r.error} for r in runs if r.error and r.budget in low]
+    runs = [r for r in runs if not (r.error and r.budget in low)]
     meta = {
+        "setting": s.name,
+        "K": s.candidates,
         "ws_queries_per_k": per_k,
         "budgets": equal,
-        "full_soup_budgets": low,
-        "srsoup_curves": [f"srsoup_end{e}" for e in curve_ends(s)],
-        "main_soup_end": soup_end(s.steps, MAIN_FRACTION),
-        "adaptive_soup_end": soup_end(s.steps, s.adaptive_end),
+        "low_budgets": low,
+        "curves": [c[0] for c in curves(s)],
+        "skipped": skipped,
     }
-    return Plan(runs, mem_runs, resolve(runs, mem_runs), meta)
+    return Plan(runs, mem_runs, plans, meta)
+
+
+def sized_overrides(rd: RunDef, s: Settings, base: list[str]) -> list[str]:
+    """A run's full overrides: its templates expanded, and at a budget the size that fits it.
+
+    The size is budget=fit's (lowered from BIG_K), except for a variant whose templates depend on K: there the
+    bench finds the largest K whose plan, templates evaluated at that K, fits, and budget=fit only checks it.
+    """
+    from srsoup.guidance import METHODS
+
+    head = [*base, *rd.overrides]
+    if rd.budget is None:
+        return [*expand(head, s.steps, s.candidates), *s.overrides]
+    key = METHODS[rd.family].budget_key
+    fit = ["budget=fit", f"budget.max_reward_queries={rd.budget}"]
+    if not uses_k(rd.overrides):
+        return [*expand(head, s.steps, 0), f"guidance.{key}={BIG_K}", *fit, *s.overrides]
+    k = fit_templated(head, s, key, rd.budget)
+    return [*expand(head, s.steps, k), f"guidance.{key}={k}", *fit, *s.overrides]
+
+
+def fit_templated(overrides: list[str], s: Settings, key: str, budget: int) -> int:
+    """The largest size whose plan, with the K templates evaluated at it, makes at most ``budget`` queries per
+    group (the method's smallest size when none does: budget=fit then says that the budget is too small, and a
+    variant that does not compose is reported by the run's own spec)."""
+    import yaml
+
+    from srsoup.errors import SrsoupError
+    from srsoup.spec import build_method, build_spec
+
+    try:
+        spec = build_spec(compose([*expand(overrides, s.steps, 2), *s.overrides]))
+    except Exception:  # noqa: BLE001 - the run's own spec reports it (``_spec``), as for every other run
+        return 2
+    cls = spec.method_cls
+    templated = {}
+    for o in overrides:
+        name, _, value = o.partition("=")
+        if name.startswith("guidance.") and uses_k([o]):
+            templated[name.removeprefix("guidance.")] = value
+    best = cls.budget_min
+    for k in range(cls.budget_min, budget + 1):
+        sized = {n: yaml.safe_load(expand([v], s.steps, k)[0]) for n, v in templated.items()}
+        options = {**spec.guidance, **sized, key: k}
+        try:
+            queries = build_method(cls, options, spec.grid, spec.reward_names).plan(spec.steps).reward_queries
+        except SrsoupError:
+            continue  # e.g. an odd K with antithetic pairs
+        if queries > budget:
+            break
+        best = k
+    return best
 
 
 def resolve(runs: list[RunDef], mem_runs: list[RunDef]) -> dict[str, dict]:
-    """Build each run's spec: its planned counts, K, and ``same_as`` for a run identical to an earlier one."""
+    """Build each run's spec: its planned counts, its size, and ``same_as`` where an earlier run is identical."""
     seen: dict[str, str] = {}
     plans: dict[str, dict] = {}
     for rd in [*runs, *mem_runs]:
         spec = _spec(rd)
         if spec is None:
             continue
-        rd.params.setdefault("K", spec.guidance.get("num_candidates", 0) if spec.method != "none" else 0)
-        if rd.budget is not None:
-            rd.params["K"] = spec.guidance["num_candidates"]
+        key = spec.method_cls.budget_key
+        rd.params["size"] = spec.guidance.get(key) if key else None
+        rd.params["size_label"] = spec.method_cls.budget_label
         plans[rd.name] = {
             "reward_queries": spec.plan.reward_queries,
             "denoiser_evals": spec.plan.denoiser_evals,
             "exact": spec.plan.exact,
             "phases": spec.plan.phases,
         }
-        key = json.dumps([spec.fingerprint(), spec.seeds], sort_keys=True, default=str)
-        if key in seen and rd.family != "memory":
-            rd.same_as = seen[key]
+        fingerprint = json.dumps([spec.fingerprint(), spec.seeds], sort_keys=True, default=str)
+        if fingerprint in seen and rd.family != "memory":
+            rd.same_as = seen[fingerprint]
         else:
-            seen.setdefault(key, rd.name)
+            seen.setdefault(fingerprint, rd.name)
     return plans
 
 
@@ -321,8 +477,36 @@ def _spec(rd: RunDef):
 
 
 def overhead_run(plan: Plan) -> RunDef | None:
-    """The srsoup run at the paper's window once more, in its own run dir, to be run alone for the overhead."""
-    main = next((r for r in plan.runs if r.name == f"srsoup_end{plan.meta['main_soup_end']}"), None)
-    if main is None or main.error:
+    """The srsoup run at K of the first variant (the paper's window by default) once more, in its own run dir, to
+    be run alone for the overhead."""
+    first = next((r for r in plan.runs if r.family == "srsoup" and r.budget is None), None)
+    if first is None or first.error:
         return None
-    return RunDef(f"overhead_{main.name}", "overhead", main.overrides, dict(main.params))
+    return RunDef(f"overhead_{first.name}", "overhead", first.overrides, dict(first.params))
+
+
+def planned_totals(plan: Plan, groups: int, overhead_groups: int) -> dict:
+    """Denoiser evals and reward queries the plan will make, by method and in all: each run over the ``groups``
+    (a run identical to an earlier one counted once), the overhead run (and its profile) over ``overhead_groups``,
+    each memory run on one group."""
+    by_family: dict[str, dict[str, int]] = {}
+
+    def add(family: str, name: str, times: int) -> None:
+        p = plan.plans.get(name)
+        if p is None or not times:
+            return
+        f = by_family.setdefault(family, {"runs": 0, "denoiser_evals": 0, "reward_queries": 0})
+        f["runs"] += 1
+        f["denoiser_evals"] += p["denoiser_evals"] * times
+        f["reward_queries"] += p["reward_queries"] * times
+
+    for rd in plan.runs:
+        if not rd.same_as and not rd.error:
+            add(rd.family, rd.name, groups)
+    probe = overhead_run(plan)
+    if probe is not None:
+        add("overhead", probe.name.removeprefix("overhead_"), overhead_groups)
+    for rd in plan.mem_runs:
+        add("memory", rd.name, 1)
+    total = {k: sum(f[k] for f in by_family.values()) for k in ("runs", "denoiser_evals", "reward_queries")}
+    return {"by_family": by_family, "total": total, "groups": groups}

@@ -1,4 +1,8 @@
-"""The benchmark's results.md and queries-vs-hypervolume figure, from results.json alone (so they re-render)."""
+"""The benchmark's results.md and queries-vs-hypervolume figure, from results.json alone (so they re-render).
+
+Renders results.json of format 2 (the yardstick and every method at equal budgets); earlier results.json files
+were written by an earlier benchmark and their results.md stands as written.
+"""
 
 from __future__ import annotations
 
@@ -34,23 +38,19 @@ def _complete(res: dict) -> list[dict]:
 
 # --- results.md -------------------------------------------------------------------------------------------------
 def markdown(res: dict) -> str:
-    """results.md: settings, every run, equal budgets, the targets, srsoup's variants, overhead, memory."""
-    sections = (_intro, _all_runs, _equal_budget, _reach, _variants, _overhead, _memory, _closing)
+    """results.md: the setting and yardstick, every run, equal budgets, query efficiency, overhead, memory."""
+    sections = (_intro, _all_runs, _equal_budget, _query_efficiency, _figure, _overhead, _memory, _closing)
     return "\n".join(line for section in sections for line in section(res)) + "\n"
 
 
-def _embedded(s: dict) -> bool:
-    # Every results.json written before `srsoup bench` took overrides was of the embedded model (or its layout).
-    return "overrides" not in s or s["model"].startswith("tiny ")
-
-
 def _model_text(s: dict) -> str:
-    text = "Embedded model (`model=tiny`)" if _embedded(s) else f"Model `{s['model']}`"
+    embedded = s["model"].startswith("tiny ")
+    text = "embedded model (`model=tiny`)" if embedded else f"model `{s['model']}`"
     return text + (f" with overrides `{' '.join(s['overrides'])}`" if s.get("overrides") else "")
 
 
 def _intro(res: dict) -> list[str]:
-    s, m, ref = res["settings"], res["machine"], res["analysis"]["reference_point"]
+    s, m = res["settings"], res["machine"]
     sharing = (
         f"Runs went {s['jobs']} at a time, each a child process with {s['threads_per_job']} torch thread(s), so "
         f"wall seconds include that sharing of the machine. "
@@ -58,163 +58,169 @@ def _intro(res: dict) -> list[str]:
         else ""
     )
     gpu = f", {m['gpu']}" if m.get("gpu") else ""
+    groups = s["prompts"] * s["seeds"]
     return [
-        f"{_model_text(s)}, rewards `colorful_compress` (colourfulness, JPEG compressibility), "
-        f"{len(s['weights'])}-weight grid, T={s['steps']} steps, K={s['candidates']}, {s['prompts']} prompts × "
-        f"{s['seeds']} seeds; {m['cpu']}, {m['usable_cores']} cores, {m['ram_gib']} GiB{gpu}, torch {m['torch']}, "
-        f"{res['date'][:10]}. {sharing}Hypervolume of the per-weight mean rewards (over prompts × seeds) against "
-        f"one reference point for all runs: colourfulness {ref['colorfulness']:.4g}, JPEG compressibility "
-        f"{ref['jpeg_compressibility']:.4g} (per-reward minimum over all runs' points minus 5% of the range). "
-        f"Ratios are to `weighted_sum` at K={s['candidates']}.",
+        f"Setting `{s['setting']}`: {_model_text(s)}, rewards `colorful_compress` (colourfulness, JPEG "
+        f"compressibility), {len(s['weights'])}-weight grid, T={s['steps']} steps, weighted_sum's "
+        f"K={s['candidates']}, {s['prompts']} prompts × {s['seeds']} seeds ({groups} groups); {m['cpu']}, "
+        f"{m['usable_cores']} cores, {m['ram_gib']} GiB{gpu}, torch {m['torch']}, {res['date'][:10]}. "
+        f"{sharing}Planned: {res['planned']['total']['denoiser_evals']:,} denoiser evals.",
+        "",
+        *_yardstick(res["analysis"]),
     ]
 
 
+def _yardstick(a: dict) -> list[str]:
+    y = a["yardstick"]
+    if "error" in y:
+        return [f"**No yardstick** ({y['error']}): no hypervolumes."]
+    ranges = ", ".join(f"{name} {y['low'][name]:.4g} to {y['high'][name]:.4g}" for name in y["low"])
+    boot = a.get("bootstrap", {})
+    return [
+        f"**Yardstick**: each reward is normalised by the range of the mean rewards of the unguided and "
+        f"single-reward runs ({', '.join(f'`{n}`' for n in y['runs'])}): {ranges}. Hypervolume is that of a run's "
+        f"per-weight mean rewards so normalised, against the lowest of those runs per reward (the origin), so "
+        f"adding a run changes no other number. Ratios are to `weighted_sum` at K, with 95% intervals from a "
+        f"paired bootstrap over the {boot.get('groups')} prompt × seed groups ({boot.get('resamples')} "
+        "resamples).",
+    ]
+
+
+def _size(r: dict) -> str:
+    return "–" if r.get("size") is None else f"{r.get('size_label') or 'K'}={r['size']}"
+
+
+def _adherence(r: dict) -> str:
+    own, ws = r.get("adherence_mixed"), r.get("adherence_mixed_ws")
+    if own is None:
+        return "–"
+    return f"{_f(own)} ({own - ws:+.3f})" if ws is not None else _f(own)
+
+
 def _all_runs(res: dict) -> list[str]:
-    header = ["run", "variant", "K", "queries", "× WS queries", "denoiser evals", "wall s", "peak RSS MB"]
-    header += ["hypervolume", "× WS HV (95% CI)", "adherence"]
+    header = ["run", "method", "variant", "size", "budget", "queries", "× WS queries", "denoiser evals", "wall s"]
+    header += ["peak RSS MB", "HV", "× WS HV (95% CI)", "mixed adherence (Δ WS)"]
     rows = []
     for r in res["runs"]:
         if r.get("status") != "complete":
-            rows.append([r["name"], r.get("error", "not run")[:60], *[None] * 9])
+            rows.append([f"`{r['name']}`", r["family"], r.get("variant") or "", r.get("error", "not run")[:60]])
+            rows[-1] += [None] * (len(header) - 4)
             continue
-        variant = ", ".join(f"{k}={v}" for k, v in r["params"].items() if k not in ("K", "fraction"))
-        if r.get("same_as"):
-            variant += f" (same run as `{r['same_as']}`)"
+        variant = (r.get("variant") or "") + (f" (same run as `{r['same_as']}`)" if r.get("same_as") else "")
         rows.append(
-            [f"`{r['name']}`", variant, r["K"], r["reward_queries_per_group"], r.get("query_ratio_ws")]
-            + [r["denoiser_evals_per_group"], r["wall_seconds"], r["peak_rss_mb"], r["hypervolume"]]
-            + [_with_ci(r.get("hv_ratio_ws"), r.get("hv_ratio_ws_ci95")), r["eval_means"].get("prompt_adherence")]
+            [f"`{r['name']}`", r["family"], variant, _size(r), r["budget"], r["reward_queries_per_group"]]
+            + [r.get("query_ratio_ws"), r["denoiser_evals_per_group"], r["wall_seconds"], r["peak_rss_mb"]]
+            + [r.get("hypervolume"), _with_ci(r.get("hv_ratio_ws"), r.get("hv_ratio_ws_ci95")), _adherence(r)]
         )
-    intro = "**All runs** (queries and evals per prompt × seed group; wall seconds and peak RSS of the whole run):"
+    intro = (
+        "**All runs** (queries and evals per prompt × seed group; wall seconds and peak RSS of the whole run; "
+        "mixed adherence: mean prompt adherence of the weights with both rewards weighted, and its difference to "
+        "`weighted_sum` at K):"
+    )
     return ["", intro, "", *_table(header, rows)]
 
 
 def _equal_budget(res: dict) -> list[str]:
-    curves = res["meta"]["srsoup_curves"]
-    others = [*curves, "best_of_n"]
+    rows_in = res["analysis"]["equal_budget"]
+    budgets = sorted({int(b) for row in rows_in for b in row["cells"]})
+    if not budgets:
+        return []
+    header = ["method"] + [h for b in budgets for h in (f"B={b}: size", "evals", "HV, / WS at B (95% CI)")]
     rows = []
-    for b in res["analysis"]["equal_budget"]:
-        w = b.get("weighted_sum", {})
-        row = [b["budget"], w.get("K"), w.get("hypervolume")]
-        for prefix in others:
-            o = b.get(prefix, {})
-            row += [o.get("K"), o.get("hypervolume")]
-            row.append(_with_ci(o.get("over_ws_same_budget"), o.get("over_ws_same_budget_ci95")))
-        rows.append(row)
-    header = ["B", "WS K", "WS HV", *[h for p in others for h in (f"`{p}` K", "HV", "/ WS HV")]]
-    intro = (
-        "**Equal reward-query budgets** (`budget=fit`, B = reward queries per group; K is the largest that fits):"
+    for row in rows_in:
+        out = [f"`{row['curve']}`"]
+        for b in budgets:
+            c = row["cells"].get(str(b))
+            if c is None:
+                out += ["", "", ""]
+                continue
+            ratio = _with_ci(c.get("over_ws"), c.get("over_ws_ci95")) if "over_ws" in c else "–"
+            out += [_size(c), c["denoiser_evals_per_group"]]
+            out.append(f"{_f(c['hypervolume'])}, {ratio}")
+        rows.append(out)
+    low = res["meta"].get("low_budgets") or []
+    are = "is" if len(low) == 1 else "are"
+    note = (
+        f" B = {', '.join(map(str, low))} {are} below weighted_sum's smallest budget: only the srsoup variants "
+        "that fit run there."
+        if low
+        else ""
     )
-    out = ["", intro, "", *_table(header, rows)]
-    if len(curves) > 1:
-        out += [
-            "",
-            f"`{curves[-1]}` has the whole chain in the soup window (beyond the paper's windows): it queries the "
-            "anchors only, so it also runs at budgets where the other methods were not run (no WS column there; "
-            "its ratio to weighted_sum at K is in the table of all runs).",
-        ]
-    return out
+    skipped = res["meta"].get("skipped") or []
+    left = (
+        " Left out (the budget is too small for them): " + ", ".join(f"`{x['name']}`" for x in skipped) + "."
+        if skipped
+        else ""
+    )
+    intro = (
+        "**Equal reward-query budgets** (`budget=fit`: the largest size that fits B reward queries per group; "
+        f"evals per group; HV over weighted_sum's at the same budget).{note}{left}"
+    )
+    return ["", intro, "", *_table(header, rows)]
 
 
-def _reach(res: dict) -> list[str]:
-    k, target = res["settings"]["candidates"], res["targets"]["hv_ratio_reach"]
-    out = [
-        "",
-        f"**Smallest query ratio reaching ≥ {target}× the hypervolume of `weighted_sum` (K={k})**: the cheapest "
-        f"measured run that does, and where the curve through the measured runs (ordered by queries) crosses "
-        f"{target} by linear interpolation:",
-        "",
-    ]
-    for label, hit in res["analysis"]["reach_target"].items():
-        if hit and hit["run"]:
-            text = (
-                f"{hit['query_ratio']:.2f}× the queries (`{hit['run']}`, HV ratio {hit['hv_ratio']:.3f}); "
-                f"interpolated crossing at {hit['interpolated_query_ratio']:.2f}×"
-            )
-        else:
-            text = "not reached at any measured point" if hit else "no runs"
-        out.append(f"- {label}: {text}")
-    return out + _query_efficiency(res["analysis"].get("query_efficiency"))
-
-
-def _query_efficiency(qe: dict | None) -> list[str]:
+def _query_efficiency(res: dict) -> list[str]:
+    qe, t, k = res["analysis"]["query_efficiency"], res["targets"], res["settings"]["candidates"]
     if not qe:
         return []
-    best = qe["cheapest_run"]
-    if best:
-        verdict = (
-            f"**{'met' if qe['meets'] else 'not met'}**; the cheapest srsoup run that reaches it is "
-            f"`{best['run']}` at {best['query_ratio']:.2f}× the queries (HV ratio {best['hv_ratio']:.3f})"
+    rows, verdicts = [], []
+    for q in qe:
+        best, cross = q["cheapest"], q["interpolated_query_ratio"]
+        rows.append(
+            [
+                f"`{q['curve']}`",
+                q["runs"],
+                f"`{best['name']}`" if best else "none",
+                best and best["query_ratio_ws"],
+            ]
+            + [_with_ci(best["hv_ratio_ws"], best["hv_ratio_ws_ci95"]) if best else "–", cross]
+            + [q["interpolated_queries_per_group"]]
         )
-    else:
-        verdict = (
-            "**not met**; no srsoup run reaches it" if qe.get("srsoup_runs", 1) else "not measured (no srsoup run)"
-        )
-    crossing = qe.get("smallest_interpolated_query_ratio")
-    tail = (
-        f", and the interpolated crossing of the srsoup curves is at {crossing:.2f}×."
-        if crossing is not None
-        else "."
-    )
-    target = f"Target ≤ {qe['target_query_ratio']}× the queries for ≥ {qe['target_hv_ratio']}× the hypervolume: "
-    return ["", target + verdict + tail]
-
-
-def _variants(res: dict) -> list[str]:
-    k, target = res["settings"]["candidates"], res["targets"]["hv_ratio_reach"]
-    runs = [
-        r for r in _complete(res) if r["family"].startswith("srsoup") and not r["budget"] and "query_ratio_ws" in r
-    ]
-    rows = [
-        [f"`{r['name']}`", r["query_ratio_ws"], _with_ci(r["hv_ratio_ws"], r.get("hv_ratio_ws_ci95"))]
-        + ["yes" if r.get("reaches_target") else "no", r.get("hv_ratio_ws_equal_queries")]
-        for r in runs
-    ]
-    header = ["run", "× WS queries", "× WS HV (95% CI)", f"≥ {target}×", "× WS HV at equal queries"]
+        if q["curve"].startswith("srsoup_"):
+            verdicts.append(f"- `{q['curve']}`: {_verdict(q, t)}")
+    header = ["curve", "runs", "cheapest run reaching it", "× WS queries", "× WS HV (95% CI)"]
+    header += [f"crossing of {t['hv_ratio']}× (× WS queries)", "queries per group there"]
     return [
         "",
-        f"**SRSoup variants at K={k}** against `weighted_sum` at K={k}, and against `weighted_sum`'s budget curve "
-        f"interpolated to the same number of queries:",
+        f"**Query efficiency**: the reward queries a curve (its run at K and its budget runs) needs to reach the "
+        f"hypervolume of `weighted_sum` at K={k}: its cheapest run at ≥ {t['hv_ratio']}× with the interval's "
+        f"lower end ≥ {t['ci_low']}×, and where the curve through its runs (ordered by queries) first crosses "
+        f"{t['hv_ratio']}× by linear interpolation.",
         "",
         *_table(header, rows),
+        *(["", "Verdict per srsoup variant:", "", *verdicts] if verdicts else []),
     ]
+
+
+def _verdict(q: dict, t: dict) -> str:
+    best, cross = q["cheapest"], q["interpolated_query_ratio"]
+    text = (
+        f"reaches {t['hv_ratio']}× (interval ≥ {t['ci_low']}×) at **{best['query_ratio_ws']:.2f}×** the queries "
+        f"(`{best['name']}`, {_with_ci(best['hv_ratio_ws'], best['hv_ratio_ws_ci95'])}× the hypervolume)"
+        if best
+        else f"**not reached** with the interval's lower end ≥ {t['ci_low']}× at any measured point"
+    )
+    if cross is not None:
+        text += f"; the curve crosses {t['hv_ratio']}× at {cross:.2f}× ({q['interpolated_queries_per_group']:.0f} "
+        text += "queries per group)"
+    return text + "."
+
+
+def _figure(res: dict) -> list[str]:
+    return ["", "![reward queries vs hypervolume, one curve per method](queries_vs_hv.png)"]
 
 
 def _overhead(res: dict) -> list[str]:
     ov = res.get("overhead")
     if not ov:
         return ["", f"**Overhead**: not measured ({res['overhead_error']})."] if res.get("overhead_error") else []
-    # results.json written by scripts/bench.py (before the runner had timers) measured the overhead against a bare
-    # replay of the run's model calls; since then it comes from the run's own timers. Both still render.
-    table = _replayed_overhead(ov) if "bare_seconds" in ov else _timed_overhead(ov)
     verdict = "meets" if ov["ratio_wall"] <= ov["target"] else "misses"
     return [
-        *table,
+        *_timed_overhead(ov),
         "",
         f"Wall / model-call time: **{ov['ratio_wall']:.3f}** for the whole `run()` (model loading included), "
         f"{ov['ratio_group_loop']:.3f} for the group loop alone; target ≤ {ov['target']}: {verdict} it.",
         *_profile(res.get("profile"), ov["run"]),
-    ]
-
-
-def _replayed_overhead(ov: dict) -> list[str]:
-    b, i, c = ov["bare_seconds"], ov["in_run_seconds"], ov["calls"]
-    rows = [
-        ["denoiser (UNet, CFG batch)", c["cfg_chunks"], c["denoiser_items"], b["denoiser"], i["denoiser"]],
-        ["decode", c["decode_calls"], c["decode_items"], b["decode"], i["decode"]],
-        ["rewards (guidance + final scoring)", c["reward_calls"], c["reward_items"], b["reward"], i["reward"]],
-        ["model load + reward build", "", "", "", i["load_backbone"] + i["build_rewards"]],
-        ["**model calls, total**", "", "", ov["bare_model_seconds"], i["denoiser"] + i["decode"] + i["reward"]],
-        ["**wall, run()**", "", "", ov["wall_seconds"], ""],
-        ["**wall, group loop**", "", "", ov["group_loop_seconds"], ""],
-    ]
-    return [
-        "",
-        f"**Overhead** (`{ov['run']}` on {ov['groups']} groups, run alone with {ov.get('threads')} torch "
-        f"thread(s)): wall time of the run over the time of the same model calls made bare (same batch sizes "
-        f"and counts, same process, after the run):",
-        "",
-        *_table(["part", "calls", "items", "bare s", "in the run s"], rows),
     ]
 
 
@@ -299,105 +305,80 @@ def _closing(res: dict) -> list[str]:
 
 
 # --- queries_vs_hv.png ------------------------------------------------------------------------------------------
-FAMILY_STYLE = {
-    "none": ("grey", "x"),
-    "single": ("black", "^"),
-    "weighted_sum": ("tab:blue", "o"),
-    "srsoup": ("tab:red", "s"),
-    "srsoup_correction": ("tab:orange", "D"),
-    "srsoup_adaptive": ("tab:purple", "P"),
-    "best_of_n": ("tab:green", "v"),
-}
+#: One colour per srsoup variant, none of the other methods' (srsoup.report.plots.METHOD_COLOURS).
+VARIANT_COLOURS = ("tab:blue", "navy", "tab:olive", "tab:pink", "tab:brown", "gold", "tab:gray", "lime")
+
+
+def curve_colours(curves: list[str]) -> dict[str, str]:
+    """A colour per curve: each method its report colour, each srsoup variant one of VARIANT_COLOURS."""
+    from srsoup.report.plots import METHOD_COLOURS
+
+    variants = [c for c in curves if c.startswith("srsoup_")]
+    colours = {c: VARIANT_COLOURS[i % len(VARIANT_COLOURS)] for i, c in enumerate(variants)}
+    return {c: colours.get(c) or METHOD_COLOURS.get(c, "tab:brown") for c in curves}
 
 
 def plot(res: dict, path: Path) -> None:
-    """Reward queries per group vs hypervolume, one marker per method family; budget curves joined by lines.
-
-    Runs far above the guided methods (best_of_n) would flatten everything else: the y axis stops at 1.3x the
-    best guided run and such runs are drawn on the top edge with their value in the label.
-    """
+    """Reward queries per group vs normalised hypervolume: one curve per method (each srsoup variant one), the
+    unguided and single-reward runs as points, and 0.97x weighted_sum's hypervolume at K as a dotted line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 5.8), dpi=120)
-    # Aliases (a budget run identical to another run) are the same point: plotted once.
-    ok = [r for r in _complete(res) if not r.get("same_as")]
-    guided = [r["hypervolume"] for r in ok if r["family"] != "best_of_n"]
-    top = 1.3 * max(guided) if guided else None
-    shown = {r["name"]: min(r["hypervolume"], 0.95 * top) if top else r["hypervolume"] for r in ok}
-    xmax = max(r["reward_queries_per_group"] for r in ok) or 1
-    labels = _scatter(ax, ok, shown)
-    _annotate(ax, labels, xmax, (top or max(shown.values())) or 1)
-    _budget_lines(ax, ok, shown, res["meta"]["srsoup_curves"], res["settings"]["candidates"])
-    if top:
-        ax.set_ylim(0, top)
-    ax.set_xlabel("reward queries per prompt × seed group")
-    ax.set_ylabel("hypervolume of the per-weight mean rewards")
+    from srsoup.report.plots import METHOD_COLOURS
+
+    fig, ax = plt.subplots(figsize=(10.5, 5.8), dpi=120)
+    ok = [r for r in _complete(res) if not r.get("same_as") and r.get("hypervolume") is not None]
+    colours = curve_colours(res["meta"]["curves"])
+    for curve, colour in colours.items():
+        pts = sorted((r for r in ok if r.get("curve") == curve), key=lambda r: r["reward_queries_per_group"])
+        if not pts:
+            continue
+        x, y = [r["reward_queries_per_group"] for r in pts], [r["hypervolume"] for r in pts]
+        ax.plot(x, y, color=colour, marker="o", ms=5, lw=1.3, label=curve, zorder=3)
+        for r in pts:
+            ax.annotate(
+                _size(r),
+                (r["reward_queries_per_group"], r["hypervolume"]),
+                xytext=(3, 3),
+                textcoords="offset points",
+                fontsize=6,
+                color=colour,
+            )
+    for family, marker in (("none", "*"), ("single", "^")):
+        refs = [r for r in ok if r["family"] == family]
+        if refs:
+            ax.scatter(
+                [r["reward_queries_per_group"] for r in refs],
+                [r["hypervolume"] for r in refs],
+                s=80,
+                marker=marker,
+                color=METHOD_COLOURS[family],
+                label=family,
+                zorder=4,
+            )
+    ws = next((r for r in ok if r["name"] == "weighted_sum"), None)
+    if ws:
+        target = res["targets"]["hv_ratio"]
+        ax.axhline(
+            target * ws["hypervolume"],
+            color="grey",
+            ls=":",
+            lw=1,
+            label=f"{target}× weighted_sum at K={res['settings']['candidates']}",
+        )
     s = res["settings"]
-    model = "embedded model" if _embedded(s) else s["model"]
+    model = "embedded model" if s["model"].startswith("tiny ") else s["model"]
     ax.set_title(
-        f"{model}, colourfulness vs JPEG compressibility, T={s['steps']}, K={s['candidates']}, "
+        f"setting {s['setting']}: {model}, colourfulness vs JPEG compressibility, T={s['steps']}, "
         f"{s['prompts']} prompts × {s['seeds']} seeds",
         fontsize=9,
     )
+    ax.set_xlabel("reward queries per prompt × seed group")
+    ax.set_ylabel("hypervolume, rewards normalised by the yardstick")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-
-
-def _scatter(ax, ok: list[dict], shown: dict[str, float]) -> dict[tuple, list[str]]:
-    """One marker per run, styled by family; the labels of the points (coincident points share one)."""
-    labels: dict[tuple, list[str]] = {}
-    for family, (colour, marker) in FAMILY_STYLE.items():
-        pts = [r for r in ok if r["family"] == family]
-        if not pts:
-            continue
-        x = [r["reward_queries_per_group"] for r in pts]
-        y = [shown[r["name"]] for r in pts]
-        ax.scatter(x, y, c=colour, marker=marker, label=family, s=42, zorder=3, clip_on=False)
-        for r in pts:
-            name = r["name"].replace("srsoup_", "").replace("weighted_sum", "ws")
-            if shown[r["name"]] < r["hypervolume"]:
-                name += f" (HV {r['hypervolume']:.3g}, off scale)"
-            key = (round(r["reward_queries_per_group"], 3), round(shown[r["name"]], 9))
-            labels.setdefault(key, []).append(name)
-    return labels
-
-
-def _annotate(ax, labels: dict[tuple, list[str]], xmax: float, span: float) -> None:
-    """Labels of nearby points stacked downwards instead of overlapping, joined to their point by a thin line."""
-    placed: list[tuple[float, float]] = []
-    for (x, y), names in sorted(labels.items(), key=lambda kv: -kv[0][1]):
-        ly = y
-        while any(abs(x - px) < 0.12 * xmax and abs(ly - py) < 0.03 * span for px, py in placed):
-            ly -= 0.03 * span
-        placed.append((x, ly))
-        ax.annotate(
-            " / ".join(names),
-            (x, y),
-            xytext=(x + 0.01 * xmax, ly + 0.008 * span),
-            fontsize=6.5,
-            arrowprops=dict(arrowstyle="-", lw=0.4, color="grey") if ly != y else None,
-        )
-
-
-def _budget_lines(ax, ok: list[dict], shown: dict[str, float], curves: list[str], k: int) -> None:
-    """weighted_sum's, each srsoup window's and best_of_n's runs (at K and at budgets) joined in query order."""
-    lines = [
-        ("weighted_sum", "tab:blue", "-"),
-        *[(c, "tab:red", ("-", "--")[i % 2]) for i, c in enumerate(curves)],
-    ]
-    for prefix, colour, style in [*lines, ("best_of_n", "tab:green", "-")]:
-        series = sorted(
-            [r for r in ok if r["name"].startswith(f"{prefix}_B") or r["name"] == prefix],
-            key=lambda r: r["reward_queries_per_group"],
-        )
-        if len(series) < 2:
-            continue
-        label = f"{prefix}: budgets" if prefix == "best_of_n" else f"{prefix}: K={k} and budgets"
-        x = [r["reward_queries_per_group"] for r in series]
-        ax.plot(x, [shown[r["name"]] for r in series], c=colour, ls=style, lw=1, alpha=0.6, zorder=2, label=label)

@@ -252,7 +252,7 @@ class FK(Guidance):
         """Score the final particles under their weight's rewards; each weight keeps its best particle."""
         P, L = self.num_particles, len(self.weights)
         images, mask = chains.images, self.scored()
-        scores = torch.full(mask.shape, float("nan"), dtype=torch.float64)
+        scores = torch.full(mask.shape, float("nan"), dtype=torch.float64)  # rewards are float64
         for m, name in enumerate(self.reward_names):
             rows = mask[:, m].nonzero().flatten()
             if len(rows):
