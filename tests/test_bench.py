@@ -20,7 +20,7 @@ from srsoup.tiny.grammar import HELD_OUT, parse_prompt
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
 #: A variant given on the command line: the paper's window, its anchors at twice K inside it.
-CLI_VARIANT = "k2:guidance.soup_end_step=<2/5 T>,guidance.soup_num_candidates=<2K>"
+CLI_VARIANT = "k2:guidance.soup_end_step=<2/5 T>,guidance.soup_candidate_factor=2"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -109,7 +109,7 @@ def test_every_run_makes_exactly_the_planned_queries_and_evals(quick_results):
 
 def test_a_variant_given_on_the_command_line_runs_with_its_templates(quick_results):
     out, res = quick_results
-    variant = ["guidance.soup_end_step=<2/5 T>", "guidance.soup_num_candidates=<2K>"]
+    variant = ["guidance.soup_end_step=<2/5 T>", "guidance.soup_candidate_factor=2"]
     assert res["settings"]["srsoup_variants"]["k2"] == variant
     runs_dir = out / res["settings"]["run_dirs"]
     k2 = [r for r in res["runs"] if r.get("variant") == "k2"]

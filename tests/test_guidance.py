@@ -256,7 +256,7 @@ def test_srsoup_anchor_k_and_extra_anchors_count_exactly(toy_backbone, k_soup, e
         T,
         num_candidates=K,
         soup_end_step=S,
-        soup_num_candidates=k_soup,
+        soup_candidate_factor=k_soup / K,
         extra_anchors=extra,
     )
     nz = sum(sum(1 for x in w if x > 0) for w in weights)

@@ -45,7 +45,7 @@ EXAMPLES = """examples:
                                       plan the paper-shaped setting and print how many denoiser evals it makes
   srsoup bench --setting paper --prompts 4 --seeds 1 --methods weighted_sum,srsoup
                                       a smaller paper-shaped run
-  srsoup bench --variant 'k2:guidance.soup_end_step=<2/5 T>,guidance.soup_num_candidates=<2K>'
+  srsoup bench --variant 'k2:guidance.soup_end_step=<2/5 T>,guidance.soup_candidate_factor=2'
                                       one more srsoup variant (templates: <T>, <2/5 T>, <2K>, ...)
   srsoup bench --quick --out /tmp/b   a smoke run at toy sizes
   srsoup bench --quick --jobs 1 model=sd15 model.pretrained=DIR device=cuda

@@ -10,9 +10,10 @@ Mean corrections (DESIGN §1): ``reference`` ε̃ = ε_k + (μ_m − μ_w), resc
 paper's code); ``exact`` ε̃ = ε_k + (μ_m − μ_w)/σ, so μ_w + σ·ε̃ is the anchor's candidate itself; ``off``.
 ``switch=adaptive`` (beyond the paper) lets each chain leave the soup once its per-dimension Bhattacharyya
 coefficient to an anchor it weighs falls below ``switch_threshold``, instead of one fixed step for all.
-Also beyond the paper: ``soup_num_candidates`` gives the anchors their own K inside the window (the queries the
-soup saves can buy more candidates where they are shared), and ``extra_anchors`` makes some mixed weights of the
-grid anchors too (they draw and score their own candidates under every reward they weigh); a soup chain then
+Also beyond the paper: ``soup_candidate_factor`` gives the anchors round(factor·K) candidates inside the window
+(the queries the soup saves can buy more candidates where they are shared), ``soup_end_step: null`` makes the
+window the whole chain, and ``extra_anchors`` makes some mixed weights of the grid anchors too (they draw and
+score their own candidates under every reward they weigh); a soup chain then
 reuses, for each reward, the candidates of the sharer of that reward whose step mean is nearest its own.
 """
 
@@ -54,25 +55,31 @@ class SRSoup(WeightedSum):
         self,
         *,
         soup_start_step: int = 0,
-        soup_end_step: int = 20,
+        soup_end_step: int | None = 20,
         mean_correction: str = "reference",
         switch: str = "fixed",
         switch_threshold: float = 0.5,
-        soup_num_candidates: int | None = None,
+        soup_candidate_factor: float = 1.0,
         extra_anchors: list[list[float]] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        k_soup = self.num_candidates if soup_num_candidates is None else soup_num_candidates
-        self.soup_num_candidates = check_count("guidance.soup_num_candidates", k_soup, 1, "anchor K in the soup")
-        if self.antithetic and k_soup % 2:
-            raise ValueError(f"guidance.soup_num_candidates={k_soup} must be even with guidance.antithetic=true")
+        if isinstance(soup_candidate_factor, bool) or not (0 < soup_candidate_factor < float("inf")):
+            raise ValueError(f"guidance.soup_candidate_factor={soup_candidate_factor} must be a number > 0")
+        self.soup_candidate_factor = float(soup_candidate_factor)
+        k_soup = max(1, int(self.soup_candidate_factor * self.num_candidates + 0.5))
+        self.soup_num_candidates = k_soup + (k_soup % 2 if self.antithetic else 0)  # pairs stay whole
         self.extra_anchors = [[float(x) for x in row] for row in (extra_anchors or [])]
         self.mean_correction = check_choice("guidance.mean_correction", mean_correction, MEAN_CORRECTIONS)
         self.switch = check_choice("guidance.switch", switch, SWITCHES)
         self.soup_start_step = check_count("guidance.soup_start_step", soup_start_step, 0, "first soup step")
-        self.soup_end_step = check_count("guidance.soup_end_step", soup_end_step, 0, "end of the soup window")
-        if soup_start_step > soup_end_step:
+        # null: the soup window runs to the last step, whatever T is (the whole chain).
+        self.soup_end_step = (
+            None
+            if soup_end_step is None
+            else check_count("guidance.soup_end_step", soup_end_step, 0, "end of the soup window (null: all)")
+        )
+        if soup_end_step is not None and soup_start_step > soup_end_step:
             raise ValueError(
                 f"soup window [{soup_start_step}, {soup_end_step}) is invalid: need 0 <= start <= end"
             )
@@ -107,6 +114,7 @@ class SRSoup(WeightedSum):
             **super().summary_fields(),
             "soup_start_step": self.soup_start_step,
             "soup_end_step": self.soup_end_step,
+            "soup_candidate_factor": self.soup_candidate_factor,
             "soup_num_candidates": self.soup_num_candidates,
         }
 
@@ -122,7 +130,7 @@ class SRSoup(WeightedSum):
         self._left = set()
 
     def in_window(self, step: int) -> bool:
-        return self.soup_start_step <= step < self.soup_end_step
+        return self.soup_start_step <= step and (self.soup_end_step is None or step < self.soup_end_step)
 
     def soup_chains(self, step: int) -> list[int]:
         """Non-anchor chains that reuse the anchors' rewards at this step."""
