@@ -96,16 +96,20 @@ def test_the_users_reward_model_and_prompts_are_used(project, toy_model_dir):
     assert json.loads((project / "contrast" / "summary.json").read_text())["model"] == "contrast_tiny"
 
 
-def test_a_project_file_replaces_the_packaged_option_and_plan_sees_it(project):
+def test_a_project_file_replaces_the_packaged_option_and_plan_sees_it(project, monkeypatch, capsys):
+    """In-process (`srsoup plan` is a plain function): ./conf, then --config-dir, then no project configs."""
+    from srsoup.planning import main as plan
+
     shadow = project / "shadow"
     (shadow / "conf" / "sampler").mkdir(parents=True)
     (shadow / "conf" / "sampler" / "default.yaml").write_text("steps: 7\ncfg_scale: null\neta: 1.0\n")
-    done = srsoup(["plan", "device=cpu"], cwd=shadow)
-    assert done.returncode == 0 and "T=7," in done.stdout, done.stderr[-2000:]
-    done = srsoup(["plan", "device=cpu", "--config-dir", str(shadow / "conf")], cwd=project.parent)
-    assert done.returncode == 0 and "T=7," in done.stdout
-    done = srsoup(["plan", "device=cpu"], cwd=project.parent)  # no conf/ here: the packaged default
-    assert done.returncode == 0 and "T=30," in done.stdout
+    monkeypatch.delenv("SRSOUP_CONF", raising=False)
+    monkeypatch.chdir(shadow)
+    assert plan(["device=cpu"]) == 0 and "T=7," in capsys.readouterr().out
+    monkeypatch.chdir(project.parent)
+    assert plan(["device=cpu", "--config-dir", str(shadow / "conf")]) == 0 and "T=7," in capsys.readouterr().out
+    monkeypatch.delenv("SRSOUP_CONF")
+    assert plan(["device=cpu"]) == 0 and "T=30," in capsys.readouterr().out  # no conf/ here: the packaged default
 
 
 BROKEN = {
@@ -117,7 +121,12 @@ BROKEN = {
 
 
 @pytest.mark.parametrize("case", list(BROKEN))
-def test_a_broken_user_reward_is_one_line(tmp_path, toy_model_dir, case):
+def test_a_broken_user_reward_is_one_line(tmp_path, toy_model_dir, monkeypatch, case):
+    """In-process through the runner (the CLI prints an SrsoupError as its one line; test_cli checks that)."""
+    from srsoup import runner
+    from srsoup.errors import SrsoupError
+    from tests.conftest import compose
+
     (tmp_path / "my_bad.py").write_text(
         "import torch\nNOT_CALLABLE = 3\n"
         "def two_per_image(images, prompts):\n    return torch.zeros(2 * len(images))\n"
@@ -125,16 +134,14 @@ def test_a_broken_user_reward_is_one_line(tmp_path, toy_model_dir, case):
     )
     (tmp_path / "conf" / "reward").mkdir(parents=True)
     (tmp_path / "conf" / "reward" / "bad.yaml").write_text(BROKEN[case][0])
-    args = [
-        "run",
-        "+reward@eval_rewards.bad=bad",
-        "guidance=none",
-        "prompts.texts=[a red circle on a blue background]",
-    ]
-    done = srsoup([*args, *FAST, f"model.pretrained={toy_model_dir}", "hydra.run.dir=out"], tmp_path, tmp_path)
-    err = [ln for ln in done.stderr.splitlines() if "error" in ln.lower()]
-    assert done.returncode == 2 and len(err) == 1 and BROKEN[case][1] in err[0], done.stderr[-2000:]
-    assert "Traceback" not in done.stderr
+    monkeypatch.delenv("SRSOUP_CONF", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    args = ["+reward@eval_rewards.bad=bad", "guidance=none", "prompts.texts=[a red circle on a blue background]"]
+    cfg = compose(*args, *FAST, f"model.pretrained={toy_model_dir}")
+    with pytest.raises(SrsoupError) as err:
+        runner.run(cfg, tmp_path / "out")
+    assert BROKEN[case][1] in str(err.value) and "\n" not in str(err.value)
 
 
 def test_a_broken_user_yaml_names_the_file(tmp_path):
