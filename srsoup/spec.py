@@ -352,6 +352,26 @@ def _model(model: dict) -> type[Backbone]:
     return cls
 
 
+def _hardware(c: dict, model: dict, planning: bool) -> tuple[int, torch.device, torch.dtype]:
+    """chunk_size (null = the model's default), the device and the dtype."""
+    chunk_size = model.get("default_chunk_size", 64) if c.get("chunk_size") is None else c["chunk_size"]
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise SrsoupError(f"chunk_size={chunk_size!r} must be an integer >= 1 (rows in one model batch)")
+    device = resolve_device(str(c.get("device", "auto")), planning)
+    if device.type == "meta":
+        raise SrsoupError(f"device={c.get('device')!r} is not supported; valid: auto, cpu, cuda, cuda:N, mps")
+    return chunk_size, device, resolve_dtype(str(c.get("dtype", "fp32")), device)
+
+
+def _budget(b: dict) -> int | None:
+    budget = b["max_reward_queries"]
+    if b["fit_candidates"] and budget is None:
+        raise SrsoupError("budget.fit_candidates=true needs a budget: set budget.max_reward_queries=N")
+    if budget is not None and budget < 0:
+        raise SrsoupError(f"budget.max_reward_queries={budget} must be >= 0 (or null for unlimited)")
+    return budget
+
+
 def build_spec(cfg: DictConfig, planning: bool = False) -> RunSpec:
     """Check every user choice and work out the plan; raises SrsoupError on the first bad value.
 
@@ -371,13 +391,7 @@ def build_spec(cfg: DictConfig, planning: bool = False) -> RunSpec:
     prompt_indices = shard_indices(len(prompts), p.get("shard", 0), p.get("num_shards", 1))
     seeds = _seeds(c.get("seeds"))
     steps, cfg_scale, eta = _sampler(sampler, model)
-    chunk_size = model.get("default_chunk_size", 64) if c.get("chunk_size") is None else c["chunk_size"]
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise SrsoupError(f"chunk_size={chunk_size!r} must be an integer >= 1 (rows in one model batch)")
-    device = resolve_device(str(c.get("device", "auto")), planning)
-    if device.type == "meta":
-        raise SrsoupError(f"device={c.get('device')!r} is not supported; valid: auto, cpu, cuda, cuda:N, mps")
-    dtype = resolve_dtype(str(c.get("dtype", "fp32")), device)
+    chunk_size, device, dtype = _hardware(c, model, planning)
 
     grid = weight_grid(c["weights"].get("grid"), c["weights"].get("divisions"), names)
     method_cls, options = method_options(dict(c["guidance"]))
@@ -385,11 +399,7 @@ def build_spec(cfg: DictConfig, planning: bool = False) -> RunSpec:
     why = backbone_cls.deterministic_reason(model, eta)
     if method_cls.needs_noise and why:
         raise SrsoupError(f"guidance={method_cls.name} needs a stochastic step, but {why} makes it deterministic")
-    budget = c["budget"]["max_reward_queries"]
-    if c["budget"]["fit_candidates"] and budget is None:
-        raise SrsoupError("budget.fit_candidates=true needs a budget: set budget.max_reward_queries=N")
-    if budget is not None and budget < 0:
-        raise SrsoupError(f"budget.max_reward_queries={budget} must be >= 0 (or null for unlimited)")
+    budget = _budget(c["budget"])
     method, plan, fitted_from = fit_budget(
         method_cls, options, grid, names, steps, budget, c["budget"]["fit_candidates"]
     )
