@@ -357,7 +357,7 @@ def make_sana(out: Path) -> Path:
     (``AutoencoderDC``: residual blocks then EfficientViT blocks, RMS norm, interpolating upsampler, 4x here and
     32x in the release) and the release's scheduler config (Flow-DPM-Solver: DPMSolverMultistep over flow sigmas
     with ``flow_shift`` 3.0)."""
-    from diffusers import AutoencoderDC, DPMSolverMultistepScheduler, SanaPipeline, SanaTransformer2DModel
+    from diffusers import DPMSolverMultistepScheduler, SanaPipeline, SanaTransformer2DModel
     from transformers import Gemma2Config, Gemma2Model
 
     tok = gemma_tokenizer()
@@ -388,25 +388,7 @@ def make_sana(out: Path) -> Path:
         sample_size=LATENT,
         patch_size=1,
     )
-    blocks = ("ResBlock", "ResBlock", "EfficientViTBlock")
-    dc_ae = AutoencoderDC(
-        in_channels=3,
-        latent_channels=latent_channels,
-        attention_head_dim=8,
-        encoder_block_types=blocks,
-        decoder_block_types=blocks,
-        encoder_block_out_channels=(8, 16, 16),
-        decoder_block_out_channels=(8, 16, 16),
-        encoder_layers_per_block=(1, 1, 1),
-        decoder_layers_per_block=(1, 1, 1),
-        encoder_qkv_multiscales=((), (), (5,)),
-        decoder_qkv_multiscales=((), (), (5,)),
-        upsample_block_type="interpolate",
-        downsample_block_type="Conv",
-        decoder_norm_types="rms_norm",
-        decoder_act_fns="silu",
-        scaling_factor=0.41407,
-    )
+    dc_ae = tiny_dc_ae(latent_channels)
     scheduler = DPMSolverMultistepScheduler(
         beta_start=0.0001,
         beta_end=0.02,
@@ -425,6 +407,31 @@ def make_sana(out: Path) -> Path:
     )
     pipe.save_pretrained(out, safe_serialization=True)
     return out
+
+
+def tiny_dc_ae(latent_channels: int):
+    """A DC-AE as Sana's (residual blocks, then EfficientViT blocks; RMS norm; interpolating upsampler), 4x."""
+    from diffusers import AutoencoderDC
+
+    blocks = ("ResBlock", "ResBlock", "EfficientViTBlock")
+    return AutoencoderDC(
+        in_channels=3,
+        latent_channels=latent_channels,
+        attention_head_dim=8,
+        encoder_block_types=blocks,
+        decoder_block_types=blocks,
+        encoder_block_out_channels=(8, 16, 16),
+        decoder_block_out_channels=(8, 16, 16),
+        encoder_layers_per_block=(1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1),
+        encoder_qkv_multiscales=((), (), (5,)),
+        decoder_qkv_multiscales=((), (), (5,)),
+        upsample_block_type="interpolate",
+        downsample_block_type="Conv",
+        decoder_norm_types="rms_norm",
+        decoder_act_fns="silu",
+        scaling_factor=0.41407,
+    )
 
 
 def make_aesthetic(out: Path) -> Path:
