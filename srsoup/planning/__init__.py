@@ -166,8 +166,16 @@ def main(argv: list[str]) -> int:
     """Entry point of ``srsoup plan``; returns the exit code (2 on bad input)."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="srsoup plan", description=__doc__.splitlines()[0])
-    parser.add_argument("--accelerator", default="h100", choices=sorted(ACCELERATORS), help="class for the time")
+    parser = argparse.ArgumentParser(
+        prog="srsoup plan",
+        description="What a run will cost, before anything is loaded or written: counts, parameters and weight "
+        "memory, FLOPs, peak memory and wall time (estimates). Takes the overrides of srsoup run.",
+    )
+    parser.add_argument(
+        "--accelerator",
+        choices=sorted(ACCELERATORS),
+        help="accelerator class for the time estimate (default: this machine's GPU if known, else h100)",
+    )
     parser.add_argument("--utilization", type=float, default=0.35, help="fraction of peak FLOP/s (default 0.35)")
     parser.add_argument("--json", action="store_true", help="print the estimate as JSON")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for srsoup run")
@@ -190,7 +198,11 @@ def main(argv: list[str]) -> int:
     except SrsoupError as err:
         print(f"srsoup plan: error: {err}", file=sys.stderr)
         return 2
-    accelerator = ACCELERATORS[args.accelerator]
+    from srsoup.planning.hardware import detect_accelerator
+
+    accelerator = (
+        ACCELERATORS[args.accelerator] if args.accelerator else detect_accelerator() or ACCELERATORS["h100"]
+    )
     if args.json:
         print(json.dumps(asdict(est), indent=2, default=str))
     else:
