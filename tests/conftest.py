@@ -11,6 +11,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """Every test leaves os.environ as it found it: an in-process command that sets a variable (``--config-dir``
+    sets $SRSOUP_CONF) must not change how later tests compose their configs."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 TOY_UNET = dict(
     block_out_channels=(8, 16, 16, 16),
     norm_num_groups=8,

@@ -148,6 +148,11 @@ def _size_options(p: argparse.ArgumentParser) -> None:
         "--mem-candidates", metavar="K,...", help=f"memory runs: K values, '' for none {default('mem_candidates')}"
     )
     p.add_argument("--mem-steps", type=int, metavar="T", help=f"memory runs: steps {default('mem_steps')}")
+    p.add_argument(
+        "--overhead",
+        action=argparse.BooleanOptionalAction,
+        help=f"measure the overhead (the first variant's run at K once more, alone) {default('overhead')}",
+    )
 
 
 def parse_args(argv: list[str]) -> tuple[Settings, argparse.Namespace]:
@@ -172,7 +177,7 @@ def parse_args(argv: list[str]) -> tuple[Settings, argparse.Namespace]:
             parser.error(f"--variants {unknown[0]!r} is not a variant; valid: {', '.join(variants)}")
         variants = {v: variants[v] for v in chosen}
     keys = ("steps", "candidates", "seeds", "prompts", "budget_ks", "low_budgets", "methods")
-    sizes = {k: getattr(args, k) for k in (*keys, "mem_candidates", "mem_steps")}
+    sizes = {k: getattr(args, k) for k in (*keys, "mem_candidates", "mem_steps", "overhead")}
     args.setting = "quick" if args.quick else args.setting
     settings = Settings.of(args.setting, overrides=list(args.overrides), variants=variants, **sizes)
     args.jobs = args.jobs or usable_cores()
