@@ -132,7 +132,9 @@ def test_non_editable_install_runs_from_anywhere(toy_model_dir, tmp_path):
 def test_ctrl_c_is_one_line_and_a_second_process_is_refused(toy_model_dir, tmp_path):
     """Ctrl-C ends with one line naming what is complete (exit 130); a second process into the same run dir is
     refused with one line naming the first one's pid, and writes nothing."""
-    seeds = ",".join(map(str, range(40)))
+    # Far more groups than it can finish while the second process starts (40 were done within that on a slow
+    # machine): the interrupt must land inside the loop, not in the exit after the last group.
+    seeds = ",".join(map(str, range(1000)))
     args = [
         "run",
         f"model.pretrained={toy_model_dir}",
@@ -162,7 +164,7 @@ def test_ctrl_c_is_one_line_and_a_second_process_is_refused(toy_model_dir, tmp_p
     assert first.returncode == 130 and "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("srsoup: interrupted; ") and last.endswith(
-        "of 40 groups complete in run; rerun the same command to resume"
+        "of 1000 groups complete in run; rerun the same command to resume"
     )
     complete = int(last.split("; ")[1].split()[0])
     rows = rewards.read_text().splitlines()[1:]

@@ -16,6 +16,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "extending.md"
 FAST = ["sampler.steps=2", "progress=false", "device=cpu"]
+#: The experiments' soup windows end at steps 6 (the doc's) and 8 (the repository's); a window past T is refused.
+EXPERIMENT_STEPS = "sampler.steps=8"
 
 
 def doc_files() -> dict[str, str]:
@@ -68,7 +70,7 @@ def test_every_command_of_the_doc_runs_in_a_project_folder(project, toy_model_di
             continue
         sweep = "-m" in args
         out = f"hydra.sweep.dir=sweep{i}" if sweep else f"hydra.run.dir=run{i}"
-        fast = [*FAST, f"model.pretrained={toy_model_dir}", "++guidance.num_candidates=2"]
+        fast = [*FAST, EXPERIMENT_STEPS, f"model.pretrained={toy_model_dir}", "++guidance.num_candidates=2"]
         done = srsoup([*args, *fast, out], cwd=project, extra_path=project)
         assert done.returncode == 0, (args, done.stderr[-3000:])
         dirs = sorted((project / f"sweep{i}").glob("[0-9]*")) if sweep else [project / f"run{i}"]
@@ -152,7 +154,8 @@ def test_a_broken_user_yaml_names_the_file(tmp_path):
 
 
 def test_the_repositorys_example_experiment_runs(toy_model_dir, tmp_path):
-    args = ["run", "experiment=example", *FAST, f"model.pretrained={toy_model_dir}", "guidance.num_candidates=2"]
+    args = ["run", "experiment=example", *FAST, EXPERIMENT_STEPS, f"model.pretrained={toy_model_dir}"]
+    args.append("guidance.num_candidates=2")
     done = srsoup([*args, f"hydra.run.dir={tmp_path / 'example'}", "seeds=[0]"], cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "example" / "rewards.csv").exists()
