@@ -16,8 +16,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "extending.md"
 FAST = ["sampler.steps=2", "progress=false", "device=cpu"]
-#: The experiments' soup windows end at steps 6 (the doc's) and 8 (the repository's); a window past T is refused.
-EXPERIMENT_STEPS = "sampler.steps=8"
+#: The experiments' soup windows end at steps 6 (the doc's) and 8 (the repository's), past FAST's T (refused):
+#: commands that choose an experiment end it inside T.
+EXPERIMENT_WINDOW = "guidance.soup_end_step=1"
 
 
 def doc_files() -> dict[str, str]:
@@ -70,7 +71,8 @@ def test_every_command_of_the_doc_runs_in_a_project_folder(project, toy_model_di
             continue
         sweep = "-m" in args
         out = f"hydra.sweep.dir=sweep{i}" if sweep else f"hydra.run.dir=run{i}"
-        fast = [*FAST, EXPERIMENT_STEPS, f"model.pretrained={toy_model_dir}", "++guidance.num_candidates=2"]
+        fast = [*FAST, f"model.pretrained={toy_model_dir}", "++guidance.num_candidates=2"]
+        fast += [EXPERIMENT_WINDOW] if any(a.startswith("experiment=") for a in args) else []
         done = srsoup([*args, *fast, out], cwd=project, extra_path=project)
         assert done.returncode == 0, (args, done.stderr[-3000:])
         dirs = sorted((project / f"sweep{i}").glob("[0-9]*")) if sweep else [project / f"run{i}"]
@@ -154,7 +156,7 @@ def test_a_broken_user_yaml_names_the_file(tmp_path):
 
 
 def test_the_repositorys_example_experiment_runs(toy_model_dir, tmp_path):
-    args = ["run", "experiment=example", *FAST, EXPERIMENT_STEPS, f"model.pretrained={toy_model_dir}"]
+    args = ["run", "experiment=example", *FAST, EXPERIMENT_WINDOW, f"model.pretrained={toy_model_dir}"]
     args.append("guidance.num_candidates=2")
     done = srsoup([*args, f"hydra.run.dir={tmp_path / 'example'}", "seeds=[0]"], cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
