@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     results = [
         run_case(name, [*cases[name], *COMMON], out / "runs", args.threads) for name in chosen if name in cases
     ]
-    for model in set(OTHERS) - set(cases):
+    for model in [m for m in OTHERS if m not in cases]:  # in a fixed order
         overrides = [f"model={model}", *ONE_STEP, *COMMON, "dtype=bf16"]
         results.append({"case": model, **estimate_gib(overrides), "not_run": "does not fit in 80% of RAM"})
     (out / "results.json").write_text(json.dumps({"machine": info, "results": results}, indent=2) + "\n")
