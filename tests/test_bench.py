@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from srsoup import bench
 from srsoup.bench import analyse, execute, plan
@@ -23,13 +22,8 @@ PNG = b"\x89PNG\r\n\x1a\n"
 CLI_VARIANT = "k2:guidance.soup_end_step=<2/5 T>,guidance.soup_candidate_factor=2"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from intra-op threads; on a busy 2-core machine they spin-wait (10-100x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# conftest's one_torch_thread for every test of this module.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

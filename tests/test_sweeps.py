@@ -69,14 +69,13 @@ def test_submitit_local_sweep_with_a_failed_job_then_report(toy_model_dir, tmp_p
     assert report.returncode == 0 and "FAILED" in report.stdout
 
 
+@pytest.mark.usefixtures("one_torch_thread")  # the reference runs on the job's one thread (see below)
 def test_a_preempted_submitit_job_is_requeued_and_resumes_into_its_run_dir(toy_model_dir, tmp_path):
     """USR2 is what Slurm sends a submitit job at preemption (and signal_delay_s before its time limit): submitit
     requeues the job with the same arguments, and it resumes into its own run dir to the uninterrupted result."""
     import json
     import signal
     import time
-
-    import torch
 
     from srsoup import runner
     from tests.conftest import compose
@@ -124,13 +123,9 @@ def test_a_preempted_submitit_job_is_requeued_and_resumes_into_its_run_dir(toy_m
     assert "Caught signal SIGUSR2" in logs and "Requeued job" in logs and "groups already complete" in logs
     assert int((job / ".srsoup" / "lock").read_text().split()[0]) != first_pid  # a second process finished it
     assert json.loads((job / "summary.json").read_text())["status"] == "complete"
-    # The reference with the job's one thread: float32 reductions over 2 threads may differ in the last bit.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        ref = runner.run(compose(*overrides), tmp_path / "ref")
-    finally:
-        torch.set_num_threads(threads)
+    # In-process on the job's one thread (one_torch_thread): float32 reductions over 2 threads may differ in the
+    # last bit.
+    ref = runner.run(compose(*overrides), tmp_path / "ref")
     assert snapshot(job) == snapshot(ref)
 
 
