@@ -196,7 +196,9 @@ class RandomFolder(Components):
         cls = cls or _config_class(config, f"{self.name}/{name or ''}")
         model = random_module(cls, config, self.device, dtype or self.dtype)
         size = stored_numel(model) / 1e9
-        log.info("random %s of %s: %s, %.3gB weights", name or "model", self.name, cls.__name__, size)
+        # On the meta device (srsoup plan, every run's memory check) nothing is random: not for the user's log.
+        level = logging.DEBUG if self.device.type == "meta" else logging.INFO
+        log.log(level, "random %s of %s: %s, %.3gB weights", name or "model", self.name, cls.__name__, size)
         return model
 
     def tokenizer(self, name: str = "tokenizer"):
