@@ -25,11 +25,12 @@ setup: $(BIN)/srsoup  ## create .venv and install srsoup with dev and cluster ex
 run: setup  ## the default experiment: embedded model, colourfulness vs compressibility, SRSoup over 6 weights (ARGS=overrides)
 	$(BIN)/srsoup run $(ARGS)
 
-test: setup  ## the test suite without slow and GPU tests (what CI runs)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider --durations=8 $(ARGS)
+TEST_JOBS ?= 2
+test: setup  ## the test suite without slow and GPU tests (what CI runs; TEST_JOBS=2 xdist workers, 0 for none)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider --durations=8 -n $(TEST_JOBS) --dist loadfile $(ARGS)
 
 test-all: setup  ## every test, slow ones included (GPU tests skip without CUDA)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "" $(ARGS)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "" -n $(TEST_JOBS) --dist loadfile $(ARGS)
 
 lint: setup  ## ruff check and format check
 	$(BIN)/ruff check srsoup tests scripts

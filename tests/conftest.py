@@ -11,6 +11,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one xdist worker per core: each worker, and every process its tests start, on one thread
+    # (two processes of several OpenMP threads each on 2 cores spin-wait 10-100x slower). Runs that tests compare
+    # bit for bit then also share their thread count.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _environment_restored():

@@ -19,14 +19,8 @@ from PIL import Image
 from srsoup.errors import SrsoupError
 from srsoup.rewards.http import HttpReward
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models gain nothing from intra-op threads; on a busy 2-core machine they spin-wait (10-100x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# conftest's one_torch_thread for every test of this module.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Service:
