@@ -78,6 +78,18 @@ def test_estimate_counts_are_the_plans_and_memory_grows_with_chunk_size():
     assert smaller.activation_bytes < est.activation_bytes and smaller.weight_bytes == est.weight_bytes
 
 
+def test_the_estimate_counts_no_batch_larger_than_the_group_makes():
+    """A short unguided run never builds a batch of chunk_size rows: its estimate is of the batches it makes."""
+    short = ("device=cpu", "guidance=none", "sampler.steps=1")
+    spec = build_spec(compose(*short, "chunk_size=4096"))
+    largest = max(2 * spec.plan.denoiser_evals, spec.plan.decodes, len(spec.weights))  # CFG: two rows an eval
+    assert largest < 4096
+    capped, fitted = estimate(spec), estimate(build_spec(compose(*short, f"chunk_size={largest}")))
+    assert capped.activation_bytes == fitted.activation_bytes
+    guided = estimate(build_spec(compose("device=cpu", "chunk_size=4096")))
+    assert guided.activation_bytes > capped.activation_bytes
+
+
 def test_plan_prints_counts_and_refuses_bad_input_in_one_line(capsys):
     assert main(["device=cpu", "seeds=[0,1]"]) == 0
     out = capsys.readouterr().out

@@ -2,9 +2,10 @@
 
     python -m srsoup.bench.realsize --out bench/realsize      # about an hour on 2 cores; writes results.{json,md}
 
-Every case is a real ``srsoup run`` in its own child process (``srsoup.bench.execute``), so its peak RSS is its
-own; seconds per denoiser eval, decode and reward query come from the run's own timers (summary.json
-``timing``) divided by its counts. Cases:
+``--cases`` runs a subset and keeps the figures of the folder's other cases (a complete run is not run again);
+cases that fit but were never run are listed as such. Every case is a real ``srsoup run`` in its own child process
+(``srsoup.bench.execute``), so its peak RSS is its own; seconds per denoiser eval, decode and reward query come
+from the run's own timers (summary.json ``timing``) divided by its counts. Cases:
 
 - ``sd15``: SD1.5 at 512 px, a short srsoup run (T = 2, K = 2, 3 weights, aesthetic at random init vs JPEG
   compressibility): every kind of call, and the whole-run overhead ratio (wall / time in model calls).
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -82,7 +84,12 @@ def run_case(name: str, overrides: list[str], runs: Path, threads: int) -> dict:
     from srsoup.bench.plan import RunDef
 
     side = launch(RunDef(name, "realsize", overrides), runs, in_process=False, threads=threads)
-    record = {"case": name, "overrides": overrides, **estimate_gib(overrides)}
+    record = {
+        "case": name,
+        "overrides": overrides,
+        "threads": threads or os.cpu_count(),
+        **estimate_gib(overrides),
+    }
     if side.get("error"):
         return {**record, "error": side["error"]}
     summary = json.loads((runs / name / "summary.json").read_text())
@@ -99,25 +106,30 @@ def other_cases(ram_gib: float) -> dict[str, list[str]]:
     return cases
 
 
+def _earlier(path: Path) -> list[dict]:
+    return json.loads(path.read_text())["results"] if path.exists() else []
+
+
 def markdown(results: list[dict], machine: dict) -> str:
     lines = [
         f"Full size on {machine['cpu']} ({machine['logical_cores']} cores, {machine['ram_gib']} GiB RAM), "
         f"torch {machine['torch']}, random weights (`init=random`), one child process a case.",
         "",
-        "| case | s / eval | s / decode | s / query | load s | wall / (model + load) | peak RSS GiB | "
+        "| case | threads | s / eval | s / decode | s / query | load s | wall / (model + load) | peak RSS GiB | "
         "plan: weights / peak GiB |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         if "error" in r or "not_run" in r:
             why = r.get("error") or r["not_run"]
             lines.append(
-                f"| {r['case']} | – | – | – | – | – | – | {r['weights_gib']} / {r['estimate_gib']} ({why}) |"
+                f"| {r['case']} | – | – | – | – | – | – | – | {r['weights_gib']} / {r['estimate_gib']} ({why}) |"
             )
             continue
         lines.append(
-            f"| {r['case']} | {r['denoiser_eval_s']} | {r['decode_s']} | {r['reward_query_s'] or '–'} | "
-            f"{r['load_s']} | {r['overhead']} | {r['peak_rss_gib']} | {r['weights_gib']} / {r['estimate_gib']} |"
+            f"| {r['case']} | {r.get('threads', 'all')} | {r['denoiser_eval_s']} | {r['decode_s']} | "
+            f"{r['reward_query_s'] or '–'} | {r['load_s']} | {r['overhead']} | {r['peak_rss_gib']} | "
+            f"{r['weights_gib']} / {r['estimate_gib']} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -135,8 +147,18 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     cases = {**CASES, **other_cases(info["ram_gib"])}
     chosen = args.cases.split(",") if args.cases else list(cases)
+    unknown = [name for name in chosen if name not in {*cases, *OTHERS}]
+    if unknown:
+        print(f"realsize: error: --cases {','.join(unknown)}: valid cases are {', '.join(cases)}", file=sys.stderr)
+        return 2
+    # Cases measured by an earlier invocation into the same folder are kept unless run again.
+    done = {r["case"]: r for r in _earlier(out / "results.json") if "not_run" not in r}
+    for name in chosen:
+        if name in cases:
+            done[name] = run_case(name, [*cases[name], *COMMON], out / "runs", args.threads)
     results = [
-        run_case(name, [*cases[name], *COMMON], out / "runs", args.threads) for name in chosen if name in cases
+        done.get(name) or {"case": name, **estimate_gib([*cases[name], *COMMON]), "not_run": "not run yet"}
+        for name in cases
     ]
     for model in [m for m in OTHERS if m not in cases]:  # in a fixed order
         overrides = [f"model={model}", *ONE_STEP, *COMMON, "dtype=bf16"]

@@ -62,9 +62,17 @@ def estimate(spec) -> Estimate:
             n = plan.reward_queries_by_reward.get(part.name, 0) + chains
             flops += part.calls["query"].flops * n
     element = _element_size(spec.dtype)
-    # Rows of the largest batch of each kind of call (a CFG batch holds chunk_size // 2 pairs, at least one).
-    eval_rows = max(spec.chunk_size, backbone.calls["denoiser_eval"].rows)
-    rows = {"denoiser_eval": eval_rows, "decode": spec.chunk_size, "encode_prompt": 2, "query": spec.chunk_size}
+    # Rows of the largest batch of each kind of call: chunk_size (a CFG batch holds chunk_size // 2 pairs, at least
+    # one), and never more items than the group makes of that call in all (a group's calls are never batched with
+    # another group's), so that a short run is not refused for a batch it never builds.
+    per_eval = backbone.calls["denoiser_eval"].rows
+    scored = max(plan.decodes, chains)  # images scored in one call: decoded candidates or the chains' final images
+    rows = {
+        "denoiser_eval": min(max(spec.chunk_size, per_eval), per_eval * max(plan.denoiser_evals, 1)),
+        "decode": min(spec.chunk_size, max(plan.decodes, 1)),
+        "encode_prompt": 2,
+        "query": min(spec.chunk_size, max(scored, 1)),
+    }
     activation = max(
         rows[kind] * call.activation_per_row * element * ACTIVATION_FACTOR
         for part in parts

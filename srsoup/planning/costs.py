@@ -6,8 +6,9 @@ one denoiser eval, one decode, one prompt encoding and one reward query are run 
 and tallied (``flops.py``). Counts come from the method's exact plan.
 
 Peak memory = weights + the activations of the largest model batch: ``chunk_size`` rows (a CFG batch of
-``chunk_size // 2`` candidates, or ``chunk_size`` decoded / scored images) times the largest activation of one
-row, times ``ACTIVATION_FACTOR`` for the tensors alive at once (skip connections, attention's q/k/v and output).
+``chunk_size // 2`` candidates, or ``chunk_size`` decoded / scored images), or fewer when a group never makes that
+many calls of a kind (a one-step unguided run batches one CFG pair), times the largest activation of one row,
+times ``ACTIVATION_FACTOR`` for the tensors alive at once (skip connections, attention's q/k/v and output).
 It is an estimate, stated as one. Checked against the peak RSS of full-size SD1.5 (fp32, CPU, random weights) at
 chunk_size 2 and 8: 7.84 and 12.42 GiB measured, 7.57 and 13.57 GiB estimated (docs/benchmark.md, "Full size").
 """
