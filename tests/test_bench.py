@@ -339,30 +339,35 @@ def test_realsize_keeps_earlier_cases_and_says_which_were_not_run(tmp_path, monk
     monkeypatch.setattr(
         execute, "machine", lambda: {"cpu": "CPU", "logical_cores": 2, "ram_gib": 20.0, "torch": "t"}
     )
-    too_big = ("model=flux_dev", "model=flux_schnell")
+    too_big = {"model=flux_dev", "model=flux_schnell"}
     monkeypatch.setattr(
-        realsize,
-        "estimate_gib",
-        lambda o: {"weights_gib": 1.0, "estimate_gib": 99.0 if set(too_big) & set(o) else 2.0},
+        realsize, "estimate_gib", lambda o: {"weights_gib": 1.0, "estimate_gib": 99.0 if too_big & set(o) else 2.0}
     )
     ran = []
 
     def fake_case(name, overrides, runs, threads):
         ran.append(name)
         timings = dict(denoiser_eval_s=1.5, decode_s=2.5, reward_query_s=None, load_s=3.0, overhead=1.01)
-        return {"case": name, "threads": 1, **timings, "peak_rss_gib": 4.0, **realsize.estimate_gib(overrides)}
+        record = {"case": name, "overrides": overrides, "threads": 1, **realsize.estimate_gib(overrides)}
+        return {**record, **timings, "peak_rss_gib": 4.0}
+
+    def results():
+        return {r["case"]: r for r in json.loads((tmp_path / "results.json").read_text())["results"]}
 
     monkeypatch.setattr(realsize, "run_case", fake_case)
     assert realsize.main(["--out", str(tmp_path), "--cases", "sdxl"]) == 0
     assert realsize.main(["--out", str(tmp_path), "--cases", "sana"]) == 0
     assert ran == ["sdxl", "sana"]  # sdxl's figures were kept, not measured again
-    results = {r["case"]: r for r in json.loads((tmp_path / "results.json").read_text())["results"]}
-    assert results["sdxl"]["denoiser_eval_s"] == 1.5 and results["sana"]["decode_s"] == 2.5
-    assert results["sd15"]["not_run"] == "not run yet" and results["flux_dev"]["not_run"].startswith(
-        "does not fit"
+    assert results()["sdxl"]["denoiser_eval_s"] == 1.5 and results()["sana"]["decode_s"] == 2.5
+    assert results()["sd15"]["not_run"] == "not run yet" and results()["flux_dev"]["not_run"].startswith(
+        "does not"
     )
     md = (tmp_path / "results.md").read_text()
     assert "| sdxl | 1 | 1.5 | 2.5 |" in md and "not run yet" in md
+    # A case whose overrides changed since it was measured is not kept.
+    monkeypatch.setitem(realsize.CASES, "sdxl", [*realsize.CASES["sdxl"], "chunk_size=1"])
+    assert realsize.main(["--out", str(tmp_path), "--cases", "sana"]) == 0
+    assert results()["sdxl"]["not_run"] == "not run yet" and results()["sana"]["decode_s"] == 2.5
     capsys.readouterr()
     assert realsize.main(["--out", str(tmp_path), "--cases", "sdxl,nope"]) == 2
-    assert "--cases nope: valid cases are sd15," in capsys.readouterr().err and ran == ["sdxl", "sana"]
+    assert "--cases nope: valid cases are sd15," in capsys.readouterr().err and ran == ["sdxl", "sana", "sana"]

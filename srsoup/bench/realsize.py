@@ -151,8 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"realsize: error: --cases {','.join(unknown)}: valid cases are {', '.join(cases)}", file=sys.stderr)
         return 2
-    # Cases measured by an earlier invocation into the same folder are kept unless run again.
-    done = {r["case"]: r for r in _earlier(out / "results.json") if "not_run" not in r}
+    # Cases measured by an earlier invocation into the same folder are kept unless run again or changed since.
+    done = {
+        r["case"]: r
+        for r in _earlier(out / "results.json")
+        if "not_run" not in r and r["case"] in cases and r["overrides"] == [*cases[r["case"]], *COMMON]
+    }
     for name in chosen:
         if name in cases:
             done[name] = run_case(name, [*cases[name], *COMMON], out / "runs", args.threads)
