@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -84,26 +83,26 @@ def run_case(name: str, overrides: list[str], runs: Path, threads: int) -> dict:
     from srsoup.bench.plan import RunDef
 
     side = launch(RunDef(name, "realsize", overrides), runs, in_process=False, threads=threads)
-    record = {
-        "case": name,
-        "overrides": overrides,
-        "threads": threads or os.cpu_count(),
-        **estimate_gib(overrides),
-    }
+    record = {"case": name, "overrides": overrides, **estimate_gib(overrides)}
     if side.get("error"):
         return {**record, "error": side["error"]}
+    record["threads"] = side["threads"]  # the child's own torch threads (also for a reused, complete run)
     summary = json.loads((runs / name / "summary.json").read_text())
     return {**record, **per_call(summary), "peak_rss_gib": round(side["peak_rss_mb"] / 1024, 2)}
 
 
-def other_cases(ram_gib: float) -> dict[str, list[str]]:
-    """One bf16 unguided step of each other model that ``srsoup plan`` says fits in 80% of the RAM."""
-    cases = {}
+def other_cases(ram_gib: float) -> tuple[dict[str, list[str]], list[dict]]:
+    """One bf16 unguided step of each other model that ``srsoup plan`` says fits in 80% of the RAM; the others as
+    records, in a fixed order, with the estimate that ruled them out."""
+    cases, too_big = {}, []
     for model in OTHERS:
-        overrides = [f"model={model}", *ONE_STEP, *COMMON, "dtype=bf16"]
-        if estimate_gib(overrides)["estimate_gib"] <= 0.8 * ram_gib:
-            cases[model] = [f"model={model}", *ONE_STEP, "dtype=bf16"]
-    return cases
+        overrides = [f"model={model}", *ONE_STEP, "dtype=bf16"]
+        est = estimate_gib([*overrides, *COMMON])
+        if est["estimate_gib"] <= 0.8 * ram_gib:
+            cases[model] = overrides
+        else:
+            too_big.append({"case": model, **est, "not_run": "does not fit in 80% of RAM"})
+    return cases, too_big
 
 
 def _earlier(path: Path) -> list[dict]:
@@ -127,7 +126,7 @@ def markdown(results: list[dict], machine: dict) -> str:
             )
             continue
         lines.append(
-            f"| {r['case']} | {r.get('threads', 'all')} | {r['denoiser_eval_s']} | {r['decode_s']} | "
+            f"| {r['case']} | {r.get('threads', '–')} | {r['denoiser_eval_s']} | {r['decode_s']} | "
             f"{r['reward_query_s'] or '–'} | {r['load_s']} | {r['overhead']} | {r['peak_rss_gib']} | "
             f"{r['weights_gib']} / {r['estimate_gib']} |"
         )
@@ -145,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     info = machine()
-    cases = {**CASES, **other_cases(info["ram_gib"])}
+    fitting, too_big = other_cases(info["ram_gib"])
+    cases = {name: [*overrides, *COMMON] for name, overrides in {**CASES, **fitting}.items()}
     chosen = args.cases.split(",") if args.cases else list(cases)
     unknown = [name for name in chosen if name not in {*cases, *OTHERS}]
     if unknown:
@@ -155,18 +155,16 @@ def main(argv: list[str] | None = None) -> int:
     done = {
         r["case"]: r
         for r in _earlier(out / "results.json")
-        if "not_run" not in r and r["case"] in cases and r["overrides"] == [*cases[r["case"]], *COMMON]
+        if "not_run" not in r and r["overrides"] == cases.get(r["case"])
     }
     for name in chosen:
         if name in cases:
-            done[name] = run_case(name, [*cases[name], *COMMON], out / "runs", args.threads)
+            done[name] = run_case(name, cases[name], out / "runs", args.threads)
     results = [
-        done.get(name) or {"case": name, **estimate_gib([*cases[name], *COMMON]), "not_run": "not run yet"}
-        for name in cases
+        done.get(name) or {"case": name, **estimate_gib(overrides), "not_run": "not run yet"}
+        for name, overrides in cases.items()
     ]
-    for model in [m for m in OTHERS if m not in cases]:  # in a fixed order
-        overrides = [f"model={model}", *ONE_STEP, *COMMON, "dtype=bf16"]
-        results.append({"case": model, **estimate_gib(overrides), "not_run": "does not fit in 80% of RAM"})
+    results += too_big
     (out / "results.json").write_text(json.dumps({"machine": info, "results": results}, indent=2) + "\n")
     (out / "results.md").write_text(markdown(results, info))
     print(markdown(results, info), end="")
