@@ -281,3 +281,79 @@ def test_srsoup_extra_anchor_must_be_a_grid_weight():
 
     with pytest.raises(SrsoupError, match=r"extra_anchors: \[0.3, 0.7\] is not a weight of the grid"):
         build_spec(compose("device=cpu", "guidance.extra_anchors=[[0.3,0.7]]"))
+
+
+def test_importance_weights_point_the_shared_samples_at_the_chains_own_gradient():
+    # r(x) = −‖x − c‖²: the search gradient of chain w is −2(μ_w − c); the anchor's samples around μ_m, reused
+    # unweighted, estimate the anchor's own −2(μ_m − c). Self-normalized weights p_w/p_m recover the chain's.
+    from srsoup.guidance.srsoup import importance_log_ratios, importance_weighted, tempered_weights
+
+    gen = torch.Generator().manual_seed(0)
+    eps = torch.randn(4000, 2, generator=gen, dtype=torch.float64)
+    sigma = torch.tensor(1.0, dtype=torch.float64)
+    mu_m, mu_w, c = torch.tensor([0.0, 0.0]), torch.tensor([1.2, -0.4]), torch.tensor([0.0, 2.0])
+    r = -((mu_m + sigma * eps - c) ** 2).sum(1)
+    z = normalize_rewards(r).double()
+    tilde = corrected_directions(eps, mu_m.double(), mu_w.double(), sigma, "exact")
+    truth = -2 * (mu_w - c).double()
+    log_ratio = importance_log_ratios(eps, mu_m, mu_w, sigma)
+    rho, ess, beta = tempered_weights(log_ratio, 0.05)
+    assert beta == 1.0 and 0.05 <= ess < 1
+    plain = z @ tilde
+    weighted = importance_weighted(z, rho) @ tilde
+
+    def cos(a, b):
+        return float(a @ b / (a.norm() * b.norm()))
+
+    assert cos(weighted, truth) > 0.98 > 0.9 > cos(plain, truth), (cos(weighted, truth), cos(plain, truth))
+
+
+def test_tempered_weights_keep_the_effective_sample_size():
+    from srsoup.guidance.srsoup import importance_weighted, tempered_weights
+
+    log_ratio = torch.tensor([0.0, -1.0, -8.0, -12.0, 3.0, 0.5], dtype=torch.float64)
+    plain, ess, beta = tempered_weights(log_ratio, 0.0001)
+    torch.testing.assert_close(plain, torch.softmax(log_ratio, 0))
+    assert beta == 1.0
+    w, ess, beta = tempered_weights(log_ratio, 0.6)
+    assert 0 < beta < 1 and abs(ess - 0.6) < 1e-6 and abs(float(1 / (w * w).sum()) / 6 - ess) < 1e-12
+    # Uniform weights leave z-scored rewards as they are.
+    z = normalize_rewards(torch.tensor([1.0, 4.0, 2.0, 8.0, 5.0, 0.0]))
+    torch.testing.assert_close(importance_weighted(z, torch.full((6,), 1 / 6, dtype=torch.float64)), z)
+
+
+def test_importance_weights_change_only_the_soup_chains_and_no_count(toy_backbone):
+    names = ["colorfulness", "jpeg_compressibility"]
+    weights = weight_grid(None, 4, names)
+    common = dict(num_candidates=4, soup_end_step=3, mean_correction="exact")
+    off, g_off, evals_off, _ = run_group(toy_backbone, "srsoup", names, weights, 4, seed=1, **common)
+    on, g_on, evals_on, rewards = run_group(
+        toy_backbone, "srsoup", names, weights, 4, seed=1, importance_weights=True, **common
+    )
+    assert evals_on == evals_off == g_on.plan(4).denoiser_evals
+    assert int(on.queries.sum()) == int(off.queries.sum()) == sum(r.queries for r in rewards.values())
+    for c in (0, len(weights) - 1):  # the anchors step as single-reward guidance either way
+        torch.testing.assert_close(on.images[c], off.images[c], atol=1e-6, rtol=0)
+    diff = max(float((on.images[c] - off.images[c]).abs().max()) for c in range(1, len(weights) - 1))
+    assert diff > 2e-2, diff
+    # At step 0 every chain has the same step distribution (same x_T, same prompt): the weights are uniform
+    # and a one-step window gives the unweighted run (rewards continuous in the image: JPEG sizes would turn
+    # the float rounding of batched step means into whole bytes).
+    common["soup_end_step"] = 1
+    names = ["colorfulness", "brightness"]
+    off1, *_ = run_group(toy_backbone, "srsoup", names, weights, 4, seed=1, **common)
+    on1, *_ = run_group(toy_backbone, "srsoup", names, weights, 4, seed=1, importance_weights=True, **common)
+    torch.testing.assert_close(on1.images, off1.images, atol=1e-3, rtol=0)  # batched float rounding only
+
+
+@pytest.mark.parametrize(
+    "option,value,match",
+    [
+        ("importance_min_ess", 0.0, r"importance_min_ess=0.0 must be in \(0, 1\]"),
+        ("importance_min_ess", 1.5, r"importance_min_ess=1.5 must be in \(0, 1\]"),
+        ("importance_weights", "yes", r"importance_weights='yes' must be true or false"),
+    ],
+)
+def test_importance_options_are_checked(option, value, match):
+    with pytest.raises(ValueError, match=match):
+        METHODS["srsoup"](**{option: value})

@@ -15,6 +15,9 @@ Also beyond the paper: ``soup_candidate_factor`` gives the anchors round(factor�
 window the whole chain, and ``extra_anchors`` makes some mixed weights of the grid anchors too (they draw and
 score their own candidates under every reward they weigh); a soup chain then
 reuses, for each reward, the candidates of the sharer of that reward whose step mean is nearest its own.
+``importance_weights`` (beyond the paper) weighs each reused candidate by how likely it is under the soup chain's
+own step distribution, self-normalized, and tempers those weights when their effective sample size falls below
+``importance_min_ess``·K (``importance_weighted``).
 """
 
 from __future__ import annotations
@@ -47,6 +50,56 @@ def corrected_directions(
     raise ValueError(f"guidance.mean_correction={mode!r}; valid: {', '.join(MEAN_CORRECTIONS)}")
 
 
+def importance_log_ratios(
+    eps: torch.Tensor, anchor_mean: torch.Tensor, chain_mean: torch.Tensor, sigma: torch.Tensor
+) -> torch.Tensor:
+    """log p_w(x_k) − log p_m(x_k) + const for anchor candidates x_k = μ_m + σ·ε_k [K] (float64).
+
+    Both step distributions are N(μ, σ²I) with the same σ, so with δ = (μ_m − μ_w)/σ the log ratio is
+    −ε_k·δ − ‖δ‖²/2; the constant cancels in self-normalization and is left out.
+    """
+    if float(sigma) == 0:
+        return torch.zeros(len(eps), dtype=torch.float64)
+    delta = ((anchor_mean - chain_mean) / sigma).double().flatten()
+    return -(eps.double().flatten(1) @ delta)
+
+
+def tempered_weights(log_ratio: torch.Tensor, min_ess: float) -> tuple[torch.Tensor, float, float]:
+    """Self-normalized weights softmax(β·log ρ) with the largest β in [0, 1] whose effective sample size
+    1/Σρ̂² is at least ``min_ess``·K (β = 1 when the plain weights have it). Returns (weights, ESS/K, β)."""
+    k = len(log_ratio)
+
+    def at(beta: float) -> tuple[torch.Tensor, float]:
+        w = torch.softmax(beta * log_ratio, dim=0)
+        return w, float(1.0 / (w * w).sum()) / k
+
+    w, ess = at(1.0)
+    if ess >= min_ess:
+        return w, ess, 1.0
+    lo, hi = 0.0, 1.0  # ESS(β) falls as β grows: bisect for the boundary (ESS(0) = 1)
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if at(mid)[1] >= min_ess:
+            lo = mid
+        else:
+            hi = mid
+    w, ess = at(lo)
+    return w, ess, lo
+
+
+def importance_weighted(z: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Shared normalized rewards z [K] re-expressed under self-normalized weights ρ̂ [K]: recentred at their
+    ρ̂-mean, rescaled to keep their spread, times K·ρ̂, so that Σ_k out_k·ε̃_k is the weighted estimate.
+    Uniform weights (ρ̂ = 1/K) return z − mean(z): z itself for z-scored rewards."""
+    z64 = z.double()
+    k = len(z64)
+    mean_w = (weights * z64).sum()
+    spread_w = ((weights * (z64 - mean_w) ** 2).sum()).sqrt()
+    spread = (z64 - z64.mean()).pow(2).mean().sqrt()
+    scale = spread / spread_w if spread_w > 0 else torch.zeros((), dtype=torch.float64)
+    return (k * weights * (z64 - mean_w) * scale).to(z.dtype)
+
+
 class SRSoup(WeightedSum):
     name = "srsoup"
     step_options = ("soup_start_step", "soup_end_step")
@@ -61,9 +114,19 @@ class SRSoup(WeightedSum):
         switch_threshold: float = 0.5,
         soup_candidate_factor: float = 1.0,
         extra_anchors: list[list[float]] | None = None,
+        importance_weights: bool = False,
+        importance_min_ess: float = 0.5,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if not isinstance(importance_weights, bool):
+            raise ValueError(f"guidance.importance_weights={importance_weights!r} must be true or false")
+        if isinstance(importance_min_ess, bool) or not 0 < importance_min_ess <= 1:
+            raise ValueError(
+                f"guidance.importance_min_ess={importance_min_ess} must be in (0, 1] (a fraction of K)"
+            )
+        self.importance_weights = importance_weights
+        self.importance_min_ess = float(importance_min_ess)
         if isinstance(soup_candidate_factor, bool) or not (0 < soup_candidate_factor < float("inf")):
             raise ValueError(f"guidance.soup_candidate_factor={soup_candidate_factor} must be a number > 0")
         self.soup_candidate_factor = float(soup_candidate_factor)
@@ -116,6 +179,7 @@ class SRSoup(WeightedSum):
             "soup_end_step": self.soup_end_step,
             "soup_candidate_factor": self.soup_candidate_factor,
             "soup_num_candidates": self.soup_num_candidates,
+            "importance_weights": self.importance_weights,
         }
 
     def step_candidates(self, step: int, num_steps: int) -> int:
@@ -185,7 +249,12 @@ class SRSoup(WeightedSum):
                     if w > 0:
                         a = self.nearest_sharer(m, c, mean)
                         tilde = corrected_directions(eps, mean[a], mean[c], sigma, self.mean_correction)
-                        g[c] += w * torch.tensordot(z[(a, m)].to(tilde), tilde, dims=1)
+                        zm = z[(a, m)]
+                        if self.importance_weights:
+                            log_ratio = importance_log_ratios(eps, mean[a], mean[c], sigma)
+                            rho, _, _ = tempered_weights(log_ratio, self.importance_min_ess)
+                            zm = importance_weighted(zm, rho)
+                        g[c] += w * torch.tensordot(zm.to(tilde), tilde, dims=1)
                 phases.append("soup")
             else:
                 is_anchor = c in self.anchor_chains
