@@ -60,8 +60,9 @@ def importance_log_ratios(
     """
     if float(sigma) == 0:
         return torch.zeros(len(eps), dtype=torch.float64)
-    delta = ((anchor_mean - chain_mean) / sigma).double().flatten()
-    return -(eps.double().flatten(1) @ delta)
+    # On the CPU in float64 (MPS has no float64); the weights are K numbers.
+    delta = ((anchor_mean - chain_mean) / sigma).flatten().cpu().double()
+    return -(eps.flatten(1).cpu().double() @ delta)
 
 
 def tempered_weights(log_ratio: torch.Tensor, min_ess: float) -> tuple[torch.Tensor, float, float]:
