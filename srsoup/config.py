@@ -85,6 +85,11 @@ class Config:
     device: str = "auto"
     #: fp32 | fp16 | bf16 for the models (fp16 needs a GPU).
     dtype: str = "fp32"
+    #: null | bf16 | fp16 | fp8_e4m3 | fp8_e5m2: keep the denoiser's and text encoders' weights in this dtype and
+    #: cast each layer to ``dtype`` for its forward only (diffusers' layerwise casting): less weight memory, the
+    #: same compute; norms and position embeddings stay in ``dtype``, the VAE and rewards are not cast.
+    #: null = weights in ``dtype``.
+    storage_dtype: str | None = None
     #: Most rows in one model batch, bounding memory independently of K: a CFG denoiser batch takes
     #: chunk_size // 2 candidates (two rows each; at least one, so 1 gives 2-row CFG batches), decoder and
     #: reward batches chunk_size images. null = ``model.default_chunk_size``.

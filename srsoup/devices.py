@@ -8,6 +8,13 @@ from srsoup.errors import SrsoupError
 
 DEVICES = "auto, cpu, cuda, cuda:N, mps"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+#: Weight storage for layerwise casting (``storage_dtype``): kept in these, computed in the run's dtype.
+STORAGE_DTYPES = {
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "fp8_e4m3": torch.float8_e4m3fn,
+    "fp8_e5m2": torch.float8_e5m2,
+}
 
 
 def resolve_device(name: str | torch.device, planning: bool = False) -> torch.device:
@@ -46,8 +53,31 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
         raise SrsoupError(
             "dtype='fp16' needs a GPU (many fp16 kernels are missing on CPU); valid on CPU: fp32, bf16"
         )
-    if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+    # (a CUDA device on a machine without one is srsoup plan's: the device it plans for is not here to ask)
+    if (
+        name == "bf16"
+        and device.type == "cuda"
+        and torch.cuda.is_available()
+        and not torch.cuda.is_bf16_supported()
+    ):
         raise SrsoupError(
             f"dtype='bf16' is not supported by {torch.cuda.get_device_name(device)}; valid: fp32, fp16"
         )
     return DTYPES[name]
+
+
+def resolve_storage_dtype(name: str | None, dtype: torch.dtype) -> torch.dtype | None:
+    """The weights' storage dtype of ``storage_dtype`` (None: as ``dtype``); never wider than ``dtype``."""
+    if name is None:
+        return None
+    if name not in STORAGE_DTYPES:
+        raise SrsoupError(f"storage_dtype={name!r} is not supported; valid: null, {', '.join(STORAGE_DTYPES)}")
+    storage = STORAGE_DTYPES[name]
+    if storage.itemsize > dtype.itemsize or (storage.itemsize == dtype.itemsize and storage != dtype):
+        valid = ["null", *(n for n, t in STORAGE_DTYPES.items() if t.itemsize < dtype.itemsize or t == dtype)]
+        compute = next(n for n, t in DTYPES.items() if t == dtype)
+        raise SrsoupError(
+            f"storage_dtype={name!r} is not narrower than dtype={compute!r} (the dtype layers compute in); "
+            f"valid: {', '.join(valid)}"
+        )
+    return None if storage == dtype else storage

@@ -60,6 +60,7 @@ def load_models(spec: RunSpec) -> Models:
         spec.model,
         device=spec.device,
         dtype=spec.dtype,
+        storage_dtype=spec.storage_dtype,
         cfg_scale=spec.cfg_scale,
         chunk_size=spec.chunk_size,
         eta=spec.eta,

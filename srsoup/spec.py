@@ -18,8 +18,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from srsoup.backbones.base import Backbone
-from srsoup.devices import resolve_device, resolve_dtype
+from srsoup.backbones.base import Backbone, loader_params
+from srsoup.devices import resolve_device, resolve_dtype, resolve_storage_dtype
 from srsoup.errors import SrsoupError
 from srsoup.guidance.base import Guidance, Plan
 from srsoup.hub import Source
@@ -73,6 +73,7 @@ class RunSpec:
     budget: int | None
     plan: Plan
     fitted_from: int | None = None
+    storage_dtype: torch.dtype | None = None  # the weights' storage under layerwise casting; None = dtype
     progress: bool = True
     config: dict = field(default_factory=dict)  # the resolved config with secrets redacted (srsoup/redact.py)
     secrets: Secrets | None = field(default=None, repr=False)
@@ -116,6 +117,8 @@ class RunSpec:
             eta=self.eta,
             dtype=str(self.dtype),
         )
+        if self.storage_dtype is not None:  # only when set: older runs' fingerprints (resume checks) stay the same
+            fingerprint["storage_dtype"] = str(self.storage_dtype)
         return self.secrets.scrub(fingerprint) if self.secrets else fingerprint
 
 
@@ -163,6 +166,7 @@ def describe(spec: RunSpec) -> dict:
         "random_weights": spec.random_weights(),
         "device": str(spec.device),
         "dtype": str(spec.dtype).replace("torch.", ""),
+        "storage_dtype": None if spec.storage_dtype is None else str(spec.storage_dtype).replace("torch.", ""),
         "versions": versions(),
         "fingerprint": spec.fingerprint(),
         "config": spec.config,
@@ -363,6 +367,17 @@ def _hardware(c: dict, model: dict, planning: bool) -> tuple[int, torch.device, 
     return chunk_size, device, resolve_dtype(str(c.get("dtype", "fp32")), device)
 
 
+def _storage(name, dtype: torch.dtype, backbone_cls, model: dict) -> torch.dtype | None:
+    """``storage_dtype``, checked against the run's dtype and the model's loader (which must take it)."""
+    storage = resolve_storage_dtype(None if name is None else str(name), dtype)
+    if storage is not None and "storage_dtype" not in loader_params(backbone_cls):
+        raise SrsoupError(
+            f"storage_dtype={name!r}: model {model.get('name') or backbone_cls.__name__!r} "
+            f"({backbone_cls.__name__}) does not load with layerwise casting; valid: null"
+        )
+    return storage
+
+
 def _budget(b: dict) -> int | None:
     budget = b["max_reward_queries"]
     if b["fit_candidates"] and budget is None:
@@ -392,6 +407,7 @@ def build_spec(cfg: DictConfig, planning: bool = False) -> RunSpec:
     seeds = _seeds(c.get("seeds"))
     steps, cfg_scale, eta = _sampler(sampler, model)
     chunk_size, device, dtype = _hardware(c, model, planning)
+    storage_dtype = _storage(c.get("storage_dtype"), dtype, backbone_cls, model)
 
     grid = weight_grid(c["weights"].get("grid"), c["weights"].get("divisions"), names)
     method_cls, options = method_options(dict(c["guidance"]))
@@ -421,6 +437,7 @@ def build_spec(cfg: DictConfig, planning: bool = False) -> RunSpec:
         chunk_size=chunk_size,
         device=device,
         dtype=dtype,
+        storage_dtype=storage_dtype,
         budget=budget,
         plan=plan,
         fitted_from=fitted_from,

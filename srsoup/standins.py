@@ -123,13 +123,19 @@ def standin_tokenizer(config: dict):
 def random_module(cls, config, device: torch.device | str | None = None, dtype=torch.float32, **kwargs):
     """``cls`` (a diffusers or transformers model class) built from ``config`` (a dict, or a transformers config)
     with random weights on ``device``, in ``dtype``, in eval mode; ``kwargs`` go to the constructor."""
-    with torch.device(device or "cpu"):
-        if cls.__module__.startswith("transformers"):
-            if isinstance(config, dict):
-                config = cls.config_class.from_dict(config)
-            model = cls(config, **kwargs)
-        else:
-            model = cls.from_config(config, **kwargs)
+    previous = torch.get_default_dtype()
+    if dtype in (torch.float16, torch.bfloat16):
+        torch.set_default_dtype(dtype)  # made in 16 bits: no transient fp32 copy (T5-XXL's would be 19 GB)
+    try:
+        with torch.device(device or "cpu"):
+            if cls.__module__.startswith("transformers"):
+                if isinstance(config, dict):
+                    config = cls.config_class.from_dict(config)
+                model = cls(config, **kwargs)
+            else:
+                model = cls.from_config(config, **kwargs)
+    finally:
+        torch.set_default_dtype(previous)
     if dtype != torch.float32:  # nn.Module.to: diffusers' own .to warns about modules kept in fp32
         model = torch.nn.Module.to(model, dtype=dtype)
     return model.eval()

@@ -340,9 +340,12 @@ def test_realsize_keeps_earlier_cases_and_says_which_were_not_run(tmp_path, monk
         execute, "machine", lambda: {"cpu": "CPU", "logical_cores": 2, "ram_gib": 20.0, "torch": "t"}
     )
     too_big = {"model=flux_dev", "model=flux_schnell"}
-    monkeypatch.setattr(
-        realsize, "estimate_gib", lambda o: {"weights_gib": 1.0, "estimate_gib": 99.0 if too_big & set(o) else 2.0}
-    )
+
+    def estimate(o):  # sd35m fits only with fp8 weights
+        big = too_big & set(o) or {"model=sd35m", "storage_dtype=bf16"} <= set(o)
+        return {"weights_gib": 1.0, "estimate_gib": 99.0 if big else 2.0}
+
+    monkeypatch.setattr(realsize, "estimate_gib", estimate)
     ran = []
 
     def fake_case(name, overrides, runs, threads):
@@ -362,8 +365,14 @@ def test_realsize_keeps_earlier_cases_and_says_which_were_not_run(tmp_path, monk
     assert results()["sd15"]["not_run"] == "not run yet" and results()["flux_dev"]["not_run"].startswith(
         "does not"
     )
+    assert "storage_dtype=fp8_e4m3" in results()["sd35m"]["overrides"]
     md = (tmp_path / "results.md").read_text()
-    assert "| sdxl | 1 | 1.5 | 2.5 |" in md and "not run yet" in md
+    assert (
+        "| sdxl | 1 | 1.5 | 2.5 |" in md
+        and "not run yet" in md
+        and "| sana (bf16 weights) | 1 | 1.5 | 2.5 |" in md
+    )
+    assert "| sd35m (fp8_e4m3 weights) | – |" in md and "| flux_dev (fp8_e4m3 weights) | – |" in md
     # A case whose overrides changed since it was measured is not kept.
     monkeypatch.setitem(realsize.CASES, "sdxl", [*realsize.CASES["sdxl"], "chunk_size=1"])
     assert realsize.main(["--out", str(tmp_path), "--cases", "sana"]) == 0

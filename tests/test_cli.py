@@ -66,6 +66,7 @@ def test_run_from_any_directory(toy_model_dir, tmp_path):
         ("guidance.num_candidates=0", "guidance.num_candidates=0 must be >= 1"),
         ("weights.grid=[[0.3,0.3]]", "off the simplex"),
         ("device=cuda", "CUDA is not available"),
+        ("storage_dtype=fp64", "storage_dtype='fp64' is not supported; valid: null, bf16"),
         ("prompts.texts=[]", "prompts.texts=[]"),
         ("budget.max_reward_queries=10", "too small"),
         ("model.pretrained=./missing_model", "does not exist"),

@@ -36,7 +36,7 @@ SPEC_KEYS = (
     "default_chunk_size",
 )
 #: Run settings a loader may take (by name) besides the model yaml's keys.
-RUN_KEYS = ("device", "dtype", "cfg_scale", "chunk_size", "eta")
+RUN_KEYS = ("device", "dtype", "storage_dtype", "cfg_scale", "chunk_size", "eta")
 
 
 @dataclass
@@ -75,7 +75,7 @@ class Backbone(ABC):
     def option_names(cls) -> list[str]:
         """The model yaml keys this backbone's loader takes (a loader with ``**kwargs`` passes the rest on to its
         base class's loader, whose keys count too)."""
-        return [n for n in _loader_params(cls) if n not in RUN_KEYS]
+        return [n for n in loader_params(cls) if n not in RUN_KEYS]
 
     @classmethod
     def check_options(cls, options: dict) -> None:
@@ -96,7 +96,7 @@ class Backbone(ABC):
         """The backbone of a model yaml's keys (``options``) and the run's settings."""
         cls.check_options(options)
         kwargs = {k: v for k, v in options.items() if k not in SPEC_KEYS}
-        kwargs.update({k: v for k, v in run.items() if k in _loader_params(cls)})
+        kwargs.update({k: v for k, v in run.items() if k in loader_params(cls)})
         return cls.from_pretrained(**kwargs)
 
     # --- set-up -------------------------------------------------------------------------------------------
@@ -211,7 +211,7 @@ class Backbone(ABC):
         return torch.cat(images)
 
 
-def _loader_params(cls) -> list[str]:
+def loader_params(cls) -> list[str]:
     """The keyword names of the loaders along the class hierarchy (a ``**kwargs`` loader passes on to its base)."""
     names: list[str] = []
     for klass in cls.__mro__:

@@ -52,6 +52,7 @@ class DDIMBackbone(Backbone):
         scheduler: dict | None = None,
         device: torch.device,
         dtype: torch.dtype,
+        storage_dtype: torch.dtype | None = None,
         cfg_scale: float,
         chunk_size: int = 64,
         eta: float = 1.0,
@@ -63,7 +64,13 @@ class DDIMBackbone(Backbone):
         from diffusers import DDIMScheduler
 
         folder = open_components(
-            pretrained or str(_embedded_dir()), revision, local_files_only, dtype, init, device
+            pretrained or str(_embedded_dir()),
+            revision,
+            local_files_only,
+            dtype,
+            init,
+            device,
+            storage_dtype=storage_dtype,
         )
         return cls(
             unet=folder.component("unet"),

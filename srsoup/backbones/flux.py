@@ -104,13 +104,16 @@ class FluxBackbone(FlowBackbone):
         scheduler: dict | None = None,
         device: torch.device,
         dtype: torch.dtype,
+        storage_dtype: torch.dtype | None = None,
         cfg_scale: float,
         chunk_size: int = 64,
     ) -> FluxBackbone:
         """Load each component ``model_index.json`` names (FluxPipeline's layout)."""
         from diffusers import FlowMatchEulerDiscreteScheduler
 
-        folder = open_components(pretrained, revision, local_files_only, dtype, init, device)
+        folder = open_components(
+            pretrained, revision, local_files_only, dtype, init, device, storage_dtype=storage_dtype
+        )
         folder.require(
             "transformer", "text_encoder", "text_encoder_2", "vae", "tokenizer", "tokenizer_2", family="a FLUX.1"
         )

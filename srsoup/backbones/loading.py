@@ -11,6 +11,9 @@ Every backbone loads through ``open_components``:
   configs come from and at which revision) or from a local folder's own configs, with random weights and no
   download. Tokenizers whose files cannot be had offline are stand-ins that yield the real sequence lengths
   (``srsoup.standins``). Images are noise; the compute, memory and code path are the real ones.
+
+With a ``storage_dtype`` (the run's top-level key), every component but the VAE keeps its weights in that dtype and
+casts each layer to the run's dtype for its forward only (diffusers' layerwise casting; ``store_weights``).
 """
 
 from __future__ import annotations
@@ -43,6 +46,17 @@ class Components(ABC):
     index: dict
     dtype: torch.dtype
     name: str
+    storage_dtype: torch.dtype | None = None  # set by ``open_components``; None = weights in ``dtype``
+
+    def component(self, name: str, cls=None, dtype: torch.dtype | None = None):
+        """The component ``name`` with the class the index names (or ``cls``), in ``dtype`` (default the run's);
+        with a ``storage_dtype``, its weights are stored in that and computed in the run's dtype."""
+        if self.storage_dtype is None or dtype is not None:
+            return self._component(name, cls, dtype)
+        model = self._component(name, cls, load_dtype(self.storage_dtype, self.dtype))
+        if isinstance(model, torch.nn.Module):
+            store_weights(model, self.storage_dtype, self.dtype)
+        return model
 
     def has(self, name: str) -> bool:
         entry = self.index.get(name)
@@ -76,7 +90,7 @@ class Components(ABC):
         """A JSON file of the model (``model_index.json``, a component's config)."""
 
     @abstractmethod
-    def component(self, name: str, cls=None, dtype: torch.dtype | None = None):
+    def _component(self, name: str, cls=None, dtype: torch.dtype | None = None):
         """The component ``name`` with the class the index names (or ``cls``), in ``dtype`` (default the run's)."""
 
     @abstractmethod
@@ -96,11 +110,54 @@ def open_components(
     init: str = "pretrained",
     device: torch.device | None = None,
     key: str = "model.pretrained",
+    storage_dtype: torch.dtype | None = None,
 ) -> Components:
-    """The components of ``pretrained`` (hub id or folder), loaded (``init=pretrained``) or random (``random``)."""
+    """The components of ``pretrained`` (hub id or folder), loaded (``init=pretrained``) or random (``random``);
+    ``storage_dtype``: the dtype every component but the VAE keeps its weights in (None = ``dtype``)."""
     if check_init(key.rsplit(".", 1)[0] + ".init", init) == "random":
-        return RandomFolder.open(pretrained, revision, dtype, device, key)
-    return PipelineFolder(Source.resolve(pretrained, revision, local_files_only, key=key), dtype)
+        folder = RandomFolder.open(pretrained, revision, dtype, device, key)
+    else:
+        folder = PipelineFolder(Source.resolve(pretrained, revision, local_files_only, key=key), dtype)
+    folder.storage_dtype = None if storage_dtype == dtype else storage_dtype
+    return folder
+
+
+def load_dtype(storage: torch.dtype, compute: torch.dtype) -> torch.dtype:
+    """The dtype to load a component in before ``store_weights``: the storage dtype when weights can be made and
+    loaded in it (16-bit), else (fp8) the compute dtype when 16-bit, else bf16; never a 32-bit copy it drops."""
+    if storage.itemsize == 2:
+        return storage
+    return compute if compute.itemsize == 2 else torch.bfloat16
+
+
+def store_weights(model: torch.nn.Module, storage: torch.dtype, compute: torch.dtype) -> None:
+    """Keep ``model``'s layers in ``storage`` and cast each to ``compute`` for its forward only (diffusers'
+    layerwise casting hooks on Linear, Conv and Embedding layers); what the hooks skip computes in ``compute``.
+
+    Skipped, as diffusers skips them: position/patch embeddings and norms (its default patterns and a diffusers
+    model's own ``_skip_layerwise_casting_patterns``), plus a model's ``_keep_in_fp32_modules`` and a transformers
+    model's token embeddings (its ``dtype``, which masks and inputs follow, is its first parameter's: T5's shared
+    embedding).
+    """
+    from diffusers.hooks import apply_layerwise_casting
+    from diffusers.hooks.layerwise_casting import DEFAULT_SKIP_MODULES_PATTERN
+
+    patterns = set(DEFAULT_SKIP_MODULES_PATTERN)
+    patterns |= set(getattr(model, "_skip_layerwise_casting_patterns", None) or ())
+    # kept wide even when all computes in fp32: T5's feed-forward casts its input to its wo weight's stored dtype
+    patterns |= set(getattr(model, "_keep_in_fp32_modules", None) or ())
+    classes = (torch.nn.Embedding,) if type(model).__module__.startswith("transformers") else None
+    apply_layerwise_casting(model, storage, compute, tuple(sorted(patterns)), skip_modules_classes=classes)
+    for module in model.modules():
+        registry = getattr(module, "_diffusers_hook", None)
+        if registry is not None and registry.get_hook("layerwise_casting") is not None:
+            continue
+        for tensors in (module._parameters, module._buffers):
+            for key, t in tensors.items():
+                # widen what was loaded narrow; never narrow what a model keeps in fp32 on purpose
+                if t is not None and t.is_floating_point() and t.dtype not in (compute, torch.float32):
+                    cast = t.to(compute)
+                    tensors[key] = torch.nn.Parameter(cast, t.requires_grad) if key in module._parameters else cast
 
 
 class PipelineFolder(Components):
@@ -122,7 +179,7 @@ class PipelineFolder(Components):
     def json(self, filename: str, subfolder: str | None = None) -> dict:
         return self.src.json(filename, subfolder)
 
-    def component(self, name: str, cls=None, dtype: torch.dtype | None = None):
+    def _component(self, name: str, cls=None, dtype: torch.dtype | None = None):
         cls = cls or self.component_class(name)
         if "Tokenizer" in cls.__name__:
             return self.tokenizer(name)
@@ -180,7 +237,7 @@ class RandomFolder(Components):
             raise SrsoupError(f"init=random: {path.name} of {self.name} is missing ({subfolder or '.'})")
         return json.loads(path.read_text())
 
-    def component(self, name: str | None, cls=None, dtype: torch.dtype | None = None):
+    def _component(self, name: str | None, cls=None, dtype: torch.dtype | None = None):
         """``name`` (a subfolder; None = the folder itself, as a bare VAE repo) with random weights.
 
         The class is ``cls``, else the one the index names, else the config's own (``_class_name`` of diffusers,
@@ -216,7 +273,7 @@ class RandomFolder(Components):
 
         config = self.json("config.json", subfolder)
         upcast = self.dtype == torch.float16 and config.get("force_upcast", False)
-        return self.component(subfolder, cls or AutoencoderKL, torch.float32 if upcast else None)
+        return self._component(subfolder, cls or AutoencoderKL, torch.float32 if upcast else None)
 
 
 def _config_class(config: dict, where: str):

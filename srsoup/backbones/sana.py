@@ -109,6 +109,7 @@ class SanaBackbone(FlowBackbone):
         scheduler: dict | None = None,
         device: torch.device,
         dtype: torch.dtype,
+        storage_dtype: torch.dtype | None = None,
         cfg_scale: float,
         chunk_size: int = 64,
     ) -> SanaBackbone:
@@ -119,7 +120,9 @@ class SanaBackbone(FlowBackbone):
         """
         from diffusers import AutoencoderDC, FlowMatchEulerDiscreteScheduler
 
-        folder = open_components(pretrained, revision, local_files_only, dtype, init, device)
+        folder = open_components(
+            pretrained, revision, local_files_only, dtype, init, device, storage_dtype=storage_dtype
+        )
         folder.require("transformer", "text_encoder", "tokenizer", "vae", family="a Sana")
         release = folder.json("scheduler_config.json", "scheduler")
         shift = release.get("shift", release.get("flow_shift"))

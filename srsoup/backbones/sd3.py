@@ -67,13 +67,16 @@ class SD3Backbone(FlowBackbone):
         scheduler: dict | None = None,
         device: torch.device,
         dtype: torch.dtype,
+        storage_dtype: torch.dtype | None = None,
         cfg_scale: float,
         chunk_size: int = 64,
     ) -> SD3Backbone:
         """Load each component named in ``model_index.json`` (``text_encoder_3`` may be null: no T5)."""
         from diffusers import FlowMatchEulerDiscreteScheduler
 
-        folder = open_components(pretrained, revision, local_files_only, dtype, init, device)
+        folder = open_components(
+            pretrained, revision, local_files_only, dtype, init, device, storage_dtype=storage_dtype
+        )
         folder.require(
             "transformer", "text_encoder", "text_encoder_2", "vae", "tokenizer", "tokenizer_2", family="an SD3"
         )

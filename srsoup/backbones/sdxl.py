@@ -62,6 +62,7 @@ class SDXLBackbone(DDIMBackbone):
         scheduler: dict | None = None,
         device: torch.device,
         dtype: torch.dtype,
+        storage_dtype: torch.dtype | None = None,
         cfg_scale: float,
         chunk_size: int = 64,
         eta: float = 1.0,
@@ -69,7 +70,9 @@ class SDXLBackbone(DDIMBackbone):
         """Load an SDXL diffusers folder or hub id; ``vae`` replaces its VAE (a hub id or a folder)."""
         from diffusers import DDIMScheduler
 
-        folder = open_components(pretrained, revision, local_files_only, dtype, init, device)
+        folder = open_components(
+            pretrained, revision, local_files_only, dtype, init, device, storage_dtype=storage_dtype
+        )
         folder.require("unet", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", family="an SDXL")
         return cls(
             unet=folder.component("unet"),

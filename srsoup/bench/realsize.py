@@ -12,8 +12,9 @@ from the run's own timers (summary.json ``timing``) divided by its counts. Cases
 - ``sd15_chunk{2,8,32}``: the same model with 16 candidates a step at three ``chunk_size`` values: peak RSS
   against the batch rows, beside ``srsoup plan``'s estimate.
 - ``sdxl``: SDXL at 1024 px, one unguided step (one eval, one decode; its calls are minutes each on a CPU).
-- the other models: one unguided step in bf16 where ``srsoup plan`` says they fit in 80% of this machine's RAM,
-  else recorded as not fitting, with the estimate.
+- the other models: one unguided step computed in fp32 with the weights stored in bf16, or in fp8_e4m3 where bf16
+  does not fit (``storage_dtype``; bf16 compute runs far below fp32 speed on a CPU without native bf16), where
+  ``srsoup plan`` says they fit in 80% of this machine's RAM, else recorded as not fitting, with the estimate.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ CASES = {
     "sdxl": ["model=sdxl", *ONE_STEP],
 }
 OTHERS = ("sd35m", "sd35l", "flux_dev", "flux_schnell", "sana")
+STORAGES = ("bf16", "fp8_e4m3")  # the others' weights, the widest that fits first
 
 
 def per_call(summary: dict) -> dict:
@@ -92,17 +94,26 @@ def run_case(name: str, overrides: list[str], runs: Path, threads: int) -> dict:
 
 
 def other_cases(ram_gib: float) -> tuple[dict[str, list[str]], list[dict]]:
-    """One bf16 unguided step of each other model that ``srsoup plan`` says fits in 80% of the RAM; the others as
-    records, in a fixed order, with the estimate that ruled them out."""
+    """One fp32 unguided step of each other model, its weights stored in the widest of ``STORAGES`` with which
+    ``srsoup plan`` says it fits in 80% of the RAM; the others as records, in a fixed order, with the estimate
+    at the narrowest storage."""
     cases, too_big = {}, []
     for model in OTHERS:
-        overrides = [f"model={model}", *ONE_STEP, "dtype=bf16"]
-        est = estimate_gib([*overrides, *COMMON])
-        if est["estimate_gib"] <= 0.8 * ram_gib:
-            cases[model] = overrides
+        for storage in STORAGES:
+            overrides = [f"model={model}", *ONE_STEP, "dtype=fp32", f"storage_dtype={storage}"]
+            est = estimate_gib([*overrides, *COMMON])
+            if est["estimate_gib"] <= 0.8 * ram_gib:
+                cases[model] = overrides
+                break
         else:
-            too_big.append({"case": model, **est, "not_run": "does not fit in 80% of RAM"})
+            too_big.append({"case": model, "overrides": overrides, **est, "not_run": "does not fit in 80% of RAM"})
     return cases, too_big
+
+
+def _label(record: dict) -> str:
+    """The case's name, with its weights' storage dtype when it has one."""
+    stored = [o.split("=", 1)[1] for o in record.get("overrides", []) if o.startswith("storage_dtype=")]
+    return f"{record['case']} ({stored[0]} weights)" if stored else record["case"]
 
 
 def _earlier(path: Path) -> list[dict]:
@@ -122,11 +133,11 @@ def markdown(results: list[dict], machine: dict) -> str:
         if "error" in r or "not_run" in r:
             why = r.get("error") or r["not_run"]
             lines.append(
-                f"| {r['case']} | – | – | – | – | – | – | – | {r['weights_gib']} / {r['estimate_gib']} ({why}) |"
+                f"| {_label(r)} | – | – | – | – | – | – | – | {r['weights_gib']} / {r['estimate_gib']} ({why}) |"
             )
             continue
         lines.append(
-            f"| {r['case']} | {r.get('threads', '–')} | {r['denoiser_eval_s']} | {r['decode_s']} | "
+            f"| {_label(r)} | {r.get('threads', '–')} | {r['denoiser_eval_s']} | {r['decode_s']} | "
             f"{r['reward_query_s'] or '–'} | {r['load_s']} | {r['overhead']} | {r['peak_rss_gib']} | "
             f"{r['weights_gib']} / {r['estimate_gib']} |"
         )
@@ -161,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         if name in cases:
             done[name] = run_case(name, cases[name], out / "runs", args.threads)
     results = [
-        done.get(name) or {"case": name, **estimate_gib(overrides), "not_run": "not run yet"}
+        done.get(name)
+        or {"case": name, "overrides": overrides, **estimate_gib(overrides), "not_run": "not run yet"}
         for name, overrides in cases.items()
     ]
     results += too_big

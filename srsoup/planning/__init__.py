@@ -116,7 +116,8 @@ def check_memory(spec) -> Estimate | None:
         raise SrsoupError(
             f"estimated peak memory {est.peak_bytes / GIB:.1f} GiB (weights {est.weight_bytes / GIB:.1f} GiB + "
             f"activations {est.activation_bytes / GIB:.1f} GiB at chunk_size={spec.chunk_size}) exceeds "
-            f"{spec.device}'s {capacity / GIB:.1f} GiB; lower chunk_size, or use dtype=bf16/fp16 on a GPU"
+            f"{spec.device}'s {capacity / GIB:.1f} GiB; lower chunk_size, use dtype=bf16/fp16 on a GPU, or store "
+            "the weights narrower (storage_dtype=bf16 or fp8_e4m3)"
         )
     return est
 
@@ -130,12 +131,14 @@ def _num(n: float) -> str:
 
 def render(spec, est: Estimate, accelerator: Accelerator, utilization: float) -> str:
     """The plan as text: one block each for the run, counts, models, FLOPs, memory and time."""
-    from srsoup.devices import DTYPES
+    from srsoup.devices import DTYPES, STORAGE_DTYPES
 
     dtype = next(name for name, t in DTYPES.items() if t == spec.dtype)
+    stored = next((n for n, t in STORAGE_DTYPES.items() if t == spec.storage_dtype), None)
+    precision = f"{dtype}, weights stored in {stored}" if stored else dtype
     g = est.groups
     lines = [
-        f"srsoup plan: {spec.method} on {spec.model.get('name')} ({dtype}, {spec.device}), T={spec.steps}, "
+        f"srsoup plan: {spec.method} on {spec.model.get('name')} ({precision}, {spec.device}), T={spec.steps}, "
         f"{len(spec.weights)} weights x {len(spec.rewards)} rewards; {len(spec.prompt_indices)} prompts x "
         f"{len(spec.seeds)} seeds = {g} groups",
         "",

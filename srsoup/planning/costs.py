@@ -92,7 +92,13 @@ def backbone_part(spec) -> tuple[Part, tuple[int, ...]]:
     """The backbone at its architecture on the meta device; its calls; the shape of a decoded image."""
     options = {**spec.model, "init": "random"}
     backbone = spec.backbone_cls.load(
-        options, device=META, dtype=spec.dtype, cfg_scale=spec.cfg_scale, chunk_size=spec.chunk_size, eta=spec.eta
+        options,
+        device=META,
+        dtype=spec.dtype,
+        storage_dtype=spec.storage_dtype,
+        cfg_scale=spec.cfg_scale,
+        chunk_size=spec.chunk_size,
+        eta=spec.eta,
     )
     params, weight_bytes = _weights(modules_of(backbone))
     backbone.set_steps(spec.steps)
