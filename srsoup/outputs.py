@@ -258,6 +258,9 @@ class RunDir:
         header, rows = _read_rows(self.rewards_csv)
         if header is not None and header != self.reward_columns:
             return f"run dir {self.path} has a rewards.csv with other columns; use a new hydra.run.dir"
+        t_header = _read_rows(self.trace_csv)[0]
+        if t_header is not None and t_header != self.trace_columns:  # e.g. written by another srsoup version
+            return f"run dir {self.path} has a trace.csv with other columns; use a new hydra.run.dir"
         old = self.stored_fingerprint()
         if old is None:
             if rows:

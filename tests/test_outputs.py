@@ -390,6 +390,15 @@ def test_an_unreadable_rewards_csv_is_one_line(tmp_path):
     assert "has a rewards.csv with other columns" in out.check_compatible(FINGERPRINT)
 
 
+def test_a_trace_csv_with_other_columns_is_not_appended_to(tmp_path):
+    """Rows under another header would be misread; the run dir is refused like a rewards.csv of other columns."""
+    out = fresh(tmp_path / "run")
+    assert out.check_compatible(FINGERPRINT) is None
+    out.trace_csv.write_text("prompt_idx,seed,step,old_column\n")
+    assert "has a trace.csv with other columns; use a new hydra.run.dir" in out.check_compatible(FINGERPRINT)
+    assert out.trace_csv.read_text() == "prompt_idx,seed,step,old_column\n"
+
+
 def test_a_damaged_row_in_the_middle_is_named(tmp_path, ref):
     two, _ = ref
     restore(tmp_path / "run", two)
