@@ -66,13 +66,15 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
-def resolve_storage_dtype(name: str | None, dtype: torch.dtype) -> torch.dtype | None:
+def resolve_storage_dtype(name: str | None, dtype: torch.dtype, device: torch.device) -> torch.dtype | None:
     """The weights' storage dtype of ``storage_dtype`` (None: as ``dtype``); never wider than ``dtype``."""
     if name is None:
         return None
     if name not in STORAGE_DTYPES:
         raise SrsoupError(f"storage_dtype={name!r} is not supported; valid: null, {', '.join(STORAGE_DTYPES)}")
     storage = STORAGE_DTYPES[name]
+    if device.type == "mps" and storage.itemsize == 1:
+        raise SrsoupError(f"storage_dtype={name!r}: MPS has no float8 tensors; valid on MPS: null, bf16, fp16")
     if storage.itemsize > dtype.itemsize or (storage.itemsize == dtype.itemsize and storage != dtype):
         valid = ["null", *(n for n, t in STORAGE_DTYPES.items() if t.itemsize < dtype.itemsize or t == dtype)]
         compute = next(n for n, t in DTYPES.items() if t == dtype)

@@ -367,9 +367,9 @@ def _hardware(c: dict, model: dict, planning: bool) -> tuple[int, torch.device, 
     return chunk_size, device, resolve_dtype(str(c.get("dtype", "fp32")), device)
 
 
-def _storage(name, dtype: torch.dtype, backbone_cls, model: dict) -> torch.dtype | None:
-    """``storage_dtype``, checked against the run's dtype and the model's loader (which must take it)."""
-    storage = resolve_storage_dtype(None if name is None else str(name), dtype)
+def _storage(name, dtype: torch.dtype, device: torch.device, backbone_cls, model: dict) -> torch.dtype | None:
+    """``storage_dtype``, checked against the run's dtype and device and the loader (which must take it)."""
+    storage = resolve_storage_dtype(None if name is None else str(name), dtype, device)
     if storage is not None and "storage_dtype" not in loader_params(backbone_cls):
         raise SrsoupError(
             f"storage_dtype={name!r}: model {model.get('name') or backbone_cls.__name__!r} "
@@ -407,7 +407,7 @@ def build_spec(cfg: DictConfig, planning: bool = False) -> RunSpec:
     seeds = _seeds(c.get("seeds"))
     steps, cfg_scale, eta = _sampler(sampler, model)
     chunk_size, device, dtype = _hardware(c, model, planning)
-    storage_dtype = _storage(c.get("storage_dtype"), dtype, backbone_cls, model)
+    storage_dtype = _storage(c.get("storage_dtype"), dtype, device, backbone_cls, model)
 
     grid = weight_grid(c["weights"].get("grid"), c["weights"].get("divisions"), names)
     method_cls, options = method_options(dict(c["guidance"]))

@@ -105,6 +105,16 @@ def test_bad_storage_dtype_is_one_line(toy_cfg, overrides, message):
     assert str(err.value) == message
 
 
+def test_fp8_storage_on_mps_is_refused():
+    from srsoup.devices import resolve_storage_dtype
+
+    with pytest.raises(
+        SrsoupError, match=r"^storage_dtype='fp8_e5m2': MPS has no float8 tensors; valid on MPS: null"
+    ):
+        resolve_storage_dtype("fp8_e5m2", torch.float32, torch.device("mps"))
+    assert resolve_storage_dtype("bf16", torch.float32, torch.device("mps")) == torch.bfloat16
+
+
 def test_a_loader_without_layerwise_casting_refuses_it(toy_cfg, monkeypatch):
     """A user's backbone whose from_pretrained does not take storage_dtype gets one line, not a silent no-op."""
 
