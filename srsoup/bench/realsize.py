@@ -10,7 +10,8 @@ from the run's own timers (summary.json ``timing``) divided by its counts. Cases
 - ``sd15``: SD1.5 at 512 px, a short srsoup run (T = 2, K = 2, 3 weights, aesthetic at random init vs JPEG
   compressibility): every kind of call, and the whole-run overhead ratio (wall / time in model calls).
 - ``sd15_chunk{2,8,32}``: the same model with 16 candidates a step at three ``chunk_size`` values: peak RSS
-  against the batch rows, beside ``srsoup plan``'s estimate.
+  against the batch rows, beside ``srsoup plan``'s estimate; ``sd15_chunk8_bf16`` as ``sd15_chunk8`` with the
+  weights stored in bf16 (``storage_dtype``): what layerwise casting costs in time and saves in memory.
 - ``sdxl``: SDXL at 1024 px, one unguided step (one eval, one decode; its calls are minutes each on a CPU).
 - the other models: one unguided step computed in fp32 with the weights stored in bf16, or in fp8_e4m3 where bf16
   does not fit (``storage_dtype``; bf16 compute runs far below fp32 speed on a CPU without native bf16), where
@@ -48,6 +49,15 @@ CASES = {
         ]
         for c in (2, 8, 32)
     },
+    # storage_dtype's cost and saving at full size: sd15_chunk8 with the UNet and text encoder stored in bf16
+    "sd15_chunk8_bf16": [
+        "model=sd15",
+        *SRSOUP,
+        "sampler.steps=1",
+        "guidance.num_candidates=8",
+        "chunk_size=8",
+        "storage_dtype=bf16",
+    ],
     "sdxl": ["model=sdxl", *ONE_STEP],
 }
 OTHERS = ("sd35m", "sd35l", "flux_dev", "flux_schnell", "sana")
