@@ -48,6 +48,7 @@ class Models:
         return {
             "denoiser": self.backbone.timers["denoiser"].seconds,
             "decode": self.backbone.timers["decode"].seconds,
+            "encode": self.backbone.timers["encode"].seconds,
             "reward": sum(r.timer.seconds for r in self.rewards.values()),
             "eval_reward": sum(r.timer.seconds for r in self.evaluators.values()),
         }

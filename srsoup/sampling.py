@@ -35,7 +35,7 @@ def sample_group(
 ) -> GroupResult:
     """Run every chain of ``method`` for one prompt and seed; x_T and every step's noise come from the seed."""
     timesteps = backbone.set_steps(num_steps)
-    cond = backbone.encode_prompt(prompt)
+    cond = backbone.encode(prompt)
     x = method.initial_latents(backbone, seed).contiguous()
     before = {n: r.queries for n, r in rewards.items()}
     queries = torch.zeros(method.num_chains, dtype=torch.long)

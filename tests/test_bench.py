@@ -128,6 +128,10 @@ def test_overhead_comes_from_the_runs_own_timers(quick_results):
     summary = json.loads((out / res["settings"]["run_dirs"] / ov["run_dir"] / "summary.json").read_text())
     assert ov["model_seconds"] == summary["timing"]["model_seconds"]
     assert 0 < ov["model_seconds"] <= ov["wall_seconds"] and ov["ratio_wall"] >= 1
+    # the prompt encodes (one a group) are model time too, timed beside the denoiser and decoder
+    assert ov["counts"]["encodes"] == ov["groups"] and 0 < ov["in_run_seconds"]["encode"] < ov["model_seconds"]
+    assert sum(ov["in_run_seconds"].values()) == pytest.approx(ov["model_seconds"], abs=0.01)
+    assert "| prompt encode (one a group) |" in (out / "results.md").read_text()
     assert "from the timers beside its counters" in (out / "results.md").read_text()
 
 
@@ -350,7 +354,9 @@ def test_realsize_keeps_earlier_cases_and_says_which_were_not_run(tmp_path, monk
 
     def fake_case(name, overrides, runs, threads):
         ran.append(name)
-        timings = dict(denoiser_eval_s=1.5, decode_s=2.5, reward_query_s=None, load_s=3.0, overhead=1.01)
+        timings = dict(
+            denoiser_eval_s=1.5, decode_s=2.5, encode_s=0.5, reward_query_s=None, load_s=3.0, overhead=1.01
+        )
         record = {"case": name, "overrides": overrides, "threads": 1, **realsize.estimate_gib(overrides)}
         return {**record, **timings, "peak_rss_gib": 4.0}
 
@@ -367,12 +373,12 @@ def test_realsize_keeps_earlier_cases_and_says_which_were_not_run(tmp_path, monk
     )
     assert "storage_dtype=fp8_e4m3" in results()["sd35m"]["overrides"]
     md = (tmp_path / "results.md").read_text()
+    assert "| sdxl | 1 | 1.5 | 2.5 | 0.5 | – | 3.0 | 1.01 | 4.0 | 1.0 / 2.0 |" in md and "not run yet" in md
+    assert "| sana (bf16 weights) | 1 | 1.5 | 2.5 | 0.5 |" in md
     assert (
-        "| sdxl | 1 | 1.5 | 2.5 |" in md
-        and "not run yet" in md
-        and "| sana (bf16 weights) | 1 | 1.5 | 2.5 |" in md
+        "| sd35m (fp8_e4m3 weights) |" + " – |" * 8 + " 1.0 / 2.0 (not run yet) |" in md
+        and "| flux_dev (fp8_e4m3 weights) | – |" in md
     )
-    assert "| sd35m (fp8_e4m3 weights) | – |" in md and "| flux_dev (fp8_e4m3 weights) | – |" in md
     # A case whose overrides changed since it was measured is not kept.
     monkeypatch.setitem(realsize.CASES, "sdxl", [*realsize.CASES["sdxl"], "chunk_size=1"])
     assert realsize.main(["--out", str(tmp_path), "--cases", "sana"]) == 0

@@ -63,7 +63,7 @@ class Backbone(ABC):
         self.chunk_size = chunk_size
         self.denoiser_evals = 0
         self.decodes = 0
-        self.timers = {"denoiser": Stopwatch(device), "decode": Stopwatch(device)}
+        self.timers = {"denoiser": Stopwatch(device), "decode": Stopwatch(device), "encode": Stopwatch(device)}
 
     # --- building from a model yaml -----------------------------------------------------------------------
     @classmethod
@@ -112,6 +112,11 @@ class Backbone(ABC):
     @abstractmethod
     def encode_prompt(self, prompt: str):
         """Conditioning for one prompt and the empty prompt (for CFG), kept on the device."""
+
+    def encode(self, prompt: str):
+        """``encode_prompt``, timed (a text encoder can cost more than a step: Sana's Gemma-2 at full size)."""
+        with self.timers["encode"]():
+            return self.encode_prompt(prompt)
 
     def initial_latents(self, generator: torch.Generator) -> torch.Tensor:
         """x_T for one chain, drawn on the CPU so a seed gives the same start on every device."""

@@ -304,12 +304,13 @@ def overhead_figures(run: str, run_dir: Path, side: dict, plan: dict) -> dict:
         "counts": {
             "denoiser_evals": summary["denoiser_evals"],
             "decodes": summary["plan"]["per_group"]["decodes"] * n,
+            "encodes": n,
             "reward_queries": summary["reward_queries"],
             "eval_scores": summary["images"] * (len(summary["rewards"]) + len(summary["eval_rewards"])),
         },
         "plan_denoiser_evals": plan["denoiser_evals"] * n,
         "in_run_seconds": {
-            k: timing.get(f"{k}_seconds", 0.0) for k in ("denoiser", "decode", "reward", "eval_reward")
+            k: timing.get(f"{k}_seconds", 0.0) for k in ("denoiser", "decode", "encode", "reward", "eval_reward")
         },
         "model_seconds": timing["model_seconds"],
         "load_seconds": timing["load_seconds"],

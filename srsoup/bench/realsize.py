@@ -72,6 +72,7 @@ def per_call(summary: dict) -> dict:
     return {
         "denoiser_eval_s": round(timing.get("denoiser_seconds", 0) / max(summary["denoiser_evals"], 1), 3),
         "decode_s": round(timing.get("decode_seconds", 0) / max(plan["decodes"] * groups, 1), 3),
+        "encode_s": round(timing["encode_seconds"] / groups, 3) if "encode_seconds" in timing else None,
         "reward_query_s": round(timing.get("reward_seconds", 0) / queries, 4) if queries else None,
         "load_s": timing.get("load_seconds"),
         "model_s": timing.get("model_seconds"),
@@ -135,20 +136,19 @@ def markdown(results: list[dict], machine: dict) -> str:
         f"Full size on {machine['cpu']} ({machine['logical_cores']} cores, {machine['ram_gib']} GiB RAM), "
         f"torch {machine['torch']}, random weights (`init=random`), one child process a case.",
         "",
-        "| case | threads | s / eval | s / decode | s / query | load s | wall / (model + load) | peak RSS GiB | "
-        "plan: weights / peak GiB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| case | threads | s / eval | s / decode | s / prompt encode | s / query | load s | "
+        "wall / (model + load) | peak RSS GiB | plan: weights / peak GiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         if "error" in r or "not_run" in r:
             why = r.get("error") or r["not_run"]
-            lines.append(
-                f"| {_label(r)} | – | – | – | – | – | – | – | {r['weights_gib']} / {r['estimate_gib']} ({why}) |"
-            )
+            lines.append(f"| {_label(r)} |{' – |' * 8} {r['weights_gib']} / {r['estimate_gib']} ({why}) |")
             continue
         lines.append(
             f"| {_label(r)} | {r.get('threads', '–')} | {r['denoiser_eval_s']} | {r['decode_s']} | "
-            f"{r['reward_query_s'] or '–'} | {r['load_s']} | {r['overhead']} | {r['peak_rss_gib']} | "
+            f"{r.get('encode_s') or '–'} | {r['reward_query_s'] or '–'} | {r['load_s']} | {r['overhead']} | "
+            f"{r['peak_rss_gib']} | "
             f"{r['weights_gib']} / {r['estimate_gib']} |"
         )
     return "\n".join(lines) + "\n"

@@ -229,6 +229,7 @@ def _timed_overhead(ov: dict) -> list[str]:
     rows = [
         ["denoiser (CFG evals)", c["denoiser_evals"], s["denoiser"]],
         ["decode (planned decodes)", c["decodes"], s["decode"]],
+        *([["prompt encode (one a group)", c["encodes"], s["encode"]]] if "encode" in s else []),
         ["rewards, guidance (queries)", c["reward_queries"], s["reward"]],
         ["rewards, final scoring (scores)", c["eval_scores"], s["eval_reward"]],
         ["**model calls, total**", "", ov["model_seconds"]],
