@@ -30,10 +30,11 @@ class Estimate:
     activation_bytes: int
     chunk_size: int
     notes: list[str] = field(default_factory=list)
+    load_bytes: int = 0  # beyond the weights while a component loads wider than it is stored (storage_dtype fp8)
 
     @property
     def peak_bytes(self) -> int:
-        return self.weight_bytes + self.activation_bytes
+        return self.weight_bytes + max(self.activation_bytes, self.load_bytes)
 
     @property
     def flops_total(self) -> float:
@@ -89,6 +90,7 @@ def estimate(spec) -> Estimate:
         activation_bytes=int(activation),
         chunk_size=spec.chunk_size,
         notes=notes,
+        load_bytes=sum(p.load_bytes for p in parts),
     )
 
 
@@ -115,11 +117,20 @@ def check_memory(spec) -> Estimate | None:
     if est.peak_bytes > capacity:
         raise SrsoupError(
             f"estimated peak memory {est.peak_bytes / GIB:.1f} GiB (weights {est.weight_bytes / GIB:.1f} GiB + "
-            f"activations {est.activation_bytes / GIB:.1f} GiB at chunk_size={spec.chunk_size}) exceeds "
+            f"{_beyond_weights(est, 1)}) exceeds "
             f"{spec.device}'s {capacity / GIB:.1f} GiB; lower chunk_size, use dtype=bf16/fp16 on a GPU, or store "
             "the weights narrower (storage_dtype=bf16 or fp8_e4m3)"
         )
     return est
+
+
+def _beyond_weights(est: Estimate, digits: int) -> str:
+    """What the peak holds beyond the weights: the activations, or a component's wide copy while it loads."""
+    act = f"{est.activation_bytes / GIB:.{digits}f} GiB activations at chunk_size={est.chunk_size}"
+    if est.load_bytes <= est.activation_bytes:
+        return act
+    load = f"{est.load_bytes / GIB:.{digits}f} GiB while loading"
+    return f"{load} (a component's copy before it is cast to storage_dtype; {act})"
 
 
 def _num(n: float) -> str:
@@ -163,9 +174,8 @@ def render(spec, est: Estimate, accelerator: Accelerator, utilization: float) ->
     lines += [
         "",
         f"FLOPs: {_num(est.flops_per_group)} per group, {_num(est.flops_total)} in all",
-        f"peak memory (estimate): {est.weight_bytes / GIB:.2f} GiB weights + {est.activation_bytes / GIB:.2f} GiB "
-        f"activations at chunk_size={est.chunk_size} = {est.peak_bytes / GIB:.2f} GiB "
-        f"({accelerator.name}: {accelerator.memory_gib:g} GiB)",
+        f"peak memory (estimate): {est.weight_bytes / GIB:.2f} GiB weights + {_beyond_weights(est, 2)} = "
+        f"{est.peak_bytes / GIB:.2f} GiB ({accelerator.name}: {accelerator.memory_gib:g} GiB)",
         f"time (estimate): {accelerator.name} at {accelerator.tflops[dtype]:g} TFLOP/s {dtype} peak x "
         f"{utilization:.0%} utilisation = {seconds / g:,.1f} s per group, {seconds / 3600:,.2f} h in all",
     ]

@@ -48,6 +48,7 @@ class Part:
     weight_bytes: int
     calls: dict[str, Call] = field(default_factory=dict)
     note: str = ""
+    load_bytes: int = 0  # held beyond weight_bytes while it loads (a component loaded wider than it is stored)
 
 
 def modules_of(obj) -> list[nn.Module]:
@@ -106,12 +107,28 @@ def backbone_part(spec) -> tuple[Part, tuple[int, ...]]:
     cond = backbone.encode_prompt(spec.prompts[0])
     image = backbone.decode(x)
     part = Part(spec.model.get("name") or spec.backbone_cls.__name__, "backbone", params, weight_bytes)
+    part.load_bytes = _load_transient(backbone, spec)
     part.calls = {
         "denoiser_eval": _call(lambda: backbone.step_distribution(x, 0, cond), backbone.rows_per_eval),
         "decode": _call(lambda: backbone.decode(x), 1),
         "encode_prompt": _call(lambda: backbone.encode_prompt(spec.prompts[0]), 2),
     }
     return part, tuple(image.shape[1:])
+
+
+def _load_transient(backbone, spec) -> int:
+    """Bytes held beyond the stored weights while a component loads wider than it is stored (fp8 storage: made or
+    loaded in 16 bits, then cast): the largest such component's wide copy (measured for sd35m's T5-XXL)."""
+    from srsoup.backbones.loading import load_dtype
+
+    storage = spec.storage_dtype
+    if storage is None or load_dtype(storage, spec.dtype).itemsize <= storage.itemsize:
+        return 0
+    wide = load_dtype(storage, spec.dtype).itemsize
+    return max(
+        (sum(p.numel() for p in m.parameters() if p.dtype == storage) * wide for m in modules_of(backbone)),
+        default=0,
+    )
 
 
 def reward_parts(spec, image_shape: tuple[int, ...]) -> list[Part]:
