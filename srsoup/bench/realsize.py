@@ -22,6 +22,7 @@ from the run's own timers (summary.json ``timing``) divided by its counts. Cases
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -86,12 +87,18 @@ def per_call(summary: dict) -> dict:
 
 
 def estimate_gib(overrides: list[str]) -> dict:
-    """``srsoup plan``'s weights and peak memory for a configuration (GiB)."""
+    """``srsoup plan``'s weights and peak memory for a configuration (GiB); each configuration is built on the
+    meta device once per invocation (the fit check, a kept case's refresh and a case's record share it)."""
+    return dict(_estimate_gib(tuple(overrides)))
+
+
+@functools.cache
+def _estimate_gib(overrides: tuple[str, ...]) -> dict:
     from srsoup.compose import compose
     from srsoup.planning import estimate
     from srsoup.spec import build_spec
 
-    est = estimate(build_spec(compose(overrides), planning=True))
+    est = estimate(build_spec(compose(list(overrides)), planning=True))
     return {"weights_gib": round(est.weight_bytes / 2**30, 2), "estimate_gib": round(est.peak_bytes / 2**30, 2)}
 
 
