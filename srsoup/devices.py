@@ -17,6 +17,11 @@ STORAGE_DTYPES = {
 }
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    """The config name of a run dtype or a storage dtype (``torch.bfloat16`` -> ``bf16``)."""
+    return next(n for table in (DTYPES, STORAGE_DTYPES) for n, t in table.items() if t == dtype)
+
+
 def resolve_device(name: str | torch.device, planning: bool = False) -> torch.device:
     """``auto`` → cuda if available else cpu; an explicit device that is not available is an error.
 
@@ -75,11 +80,14 @@ def resolve_storage_dtype(name: str | None, dtype: torch.dtype, device: torch.de
     storage = STORAGE_DTYPES[name]
     if device.type == "mps" and storage.itemsize == 1:
         raise SrsoupError(f"storage_dtype={name!r}: MPS has no float8 tensors; valid on MPS: null, bf16, fp16")
-    if storage.itemsize > dtype.itemsize or (storage.itemsize == dtype.itemsize and storage != dtype):
-        valid = ["null", *(n for n, t in STORAGE_DTYPES.items() if t.itemsize < dtype.itemsize or t == dtype)]
-        compute = next(n for n, t in DTYPES.items() if t == dtype)
+
+    def fits(t: torch.dtype) -> bool:  # narrower than the compute dtype, or that dtype itself
+        return t.itemsize < dtype.itemsize or t == dtype
+
+    if not fits(storage):
+        valid = ["null", *(n for n, t in STORAGE_DTYPES.items() if fits(t))]
         raise SrsoupError(
-            f"storage_dtype={name!r} is not narrower than dtype={compute!r} (the dtype layers compute in); "
-            f"valid: {', '.join(valid)}"
+            f"storage_dtype={name!r} is not narrower than dtype={dtype_name(dtype)!r} (the dtype layers compute "
+            f"in); valid: {', '.join(valid)}"
         )
     return None if storage == dtype else storage

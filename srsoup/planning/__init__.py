@@ -142,11 +142,11 @@ def _num(n: float) -> str:
 
 def render(spec, est: Estimate, accelerator: Accelerator, utilization: float) -> str:
     """The plan as text: one block each for the run, counts, models, FLOPs, memory and time."""
-    from srsoup.devices import DTYPES, STORAGE_DTYPES
+    from srsoup.devices import dtype_name
 
-    dtype = next(name for name, t in DTYPES.items() if t == spec.dtype)
-    stored = next((n for n, t in STORAGE_DTYPES.items() if t == spec.storage_dtype), None)
-    precision = f"{dtype}, weights stored in {stored}" if stored else dtype
+    dtype = dtype_name(spec.dtype)
+    stored = spec.storage_dtype
+    precision = f"{dtype}, weights stored in {dtype_name(stored)}" if stored is not None else dtype
     g = est.groups
     lines = [
         f"srsoup plan: {spec.method} on {spec.model.get('name')} ({precision}, {spec.device}), T={spec.steps}, "
