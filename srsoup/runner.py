@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
@@ -121,6 +122,7 @@ def run_groups(spec: RunSpec, models: Models, out: RunDir, start: float) -> Path
     complete, where = len(spec.groups) - len(todo), display_path(out.path)
     if complete:
         log.info("resuming %s: %d of %d groups already complete", out.path, complete, len(spec.groups))
+        warn_thread_change(spec, ledger.groups, [group_key(*key) for key in spec.groups if key in done])
     method = spec.build_method()
     try:
         ledger.write("partial")
@@ -185,4 +187,29 @@ def run_group(spec: RunSpec, models: Models, method: Guidance, out: RunDir, prom
         "wall_seconds": round(time.time() - start, 3),
         "model_seconds": {k: round(after[k] - seconds[k], 4) for k in after},
         **stats_delta(models.stats(), stats),  # e.g. which queries a paid reward served from its cache
+        **cpu_threads(spec),
     }
+
+
+def cpu_threads(spec: RunSpec) -> dict:
+    """A CPU group's torch thread count: float sums are reduced in a thread-count-dependent order."""
+    return {"torch_threads": torch.get_num_threads()} if spec.device.type == "cpu" else {}
+
+
+def warn_thread_change(spec: RunSpec, groups: dict[str, dict], done: list[str]) -> None:
+    """Warn when a CPU run resumes with another torch thread count than its committed groups were made with.
+
+    Not refused: the settings are the same and every group is a valid sample. But a CPU's float sums depend on
+    the thread count, so the new groups can differ in the last bits (and, through the guidance's choices, in
+    pixels) from an uninterrupted run with the old count.
+    """
+    now = cpu_threads(spec).get("torch_threads")
+    before = sorted({groups[key]["torch_threads"] for key in done if "torch_threads" in groups.get(key, {})})
+    if now is not None and before and before != [now]:
+        log.warning(
+            "resuming with %d torch threads; the committed groups were made with %s: on CPU the new groups can "
+            "differ in the last bits from an uninterrupted run (set OMP_NUM_THREADS=%d for the same bytes)",
+            now,
+            " and ".join(map(str, before)),
+            before[0],
+        )

@@ -117,6 +117,30 @@ def test_resume_refuses_other_settings(toy_cfg, tmp_path):
         runner.run(toy_cfg("guidance.num_candidates=4"), tmp_path / "r")
 
 
+def test_resume_with_another_thread_count_warns(toy_cfg, tmp_path, caplog):
+    """Each CPU group records its torch thread count; resuming with another one warns (the bytes may differ)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        runner.run(toy_cfg("seeds=[0]"), tmp_path / "r")
+        groups = json.loads((tmp_path / "r" / "summary.json").read_text())["groups"]
+        assert [g["torch_threads"] for g in groups.values()] == [1]
+        torch.set_num_threads(1)
+        with caplog.at_level("WARNING", logger="srsoup"):
+            runner.run(toy_cfg("seeds=[0,1]"), tmp_path / "r")  # same thread count: no warning
+        assert "torch threads" not in caplog.text
+        torch.set_num_threads(2)
+        with caplog.at_level("WARNING", logger="srsoup"):
+            runner.run(toy_cfg("seeds=[0,1,2]"), tmp_path / "r")
+        assert "resuming with 2 torch threads; the committed groups were made with 1" in caplog.text
+        groups = json.loads((tmp_path / "r" / "summary.json").read_text())["groups"]
+        assert sorted(g["torch_threads"] for g in groups.values()) == [1, 1, 2]
+    finally:
+        torch.set_num_threads(threads)
+
+
 KILL_SCRIPT = """
 import sys
 from srsoup import runner
