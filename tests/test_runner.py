@@ -127,7 +127,6 @@ def test_resume_with_another_thread_count_warns(toy_cfg, tmp_path, caplog):
         runner.run(toy_cfg("seeds=[0]"), tmp_path / "r")
         groups = json.loads((tmp_path / "r" / "summary.json").read_text())["groups"]
         assert [g["torch_threads"] for g in groups.values()] == [1]
-        torch.set_num_threads(1)
         with caplog.at_level("WARNING", logger="srsoup"):
             runner.run(toy_cfg("seeds=[0,1]"), tmp_path / "r")  # same thread count: no warning
         assert "torch threads" not in caplog.text

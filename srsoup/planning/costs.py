@@ -122,8 +122,10 @@ def _load_transient(backbone, spec) -> int:
     from srsoup.backbones.loading import load_dtype
 
     storage = spec.storage_dtype
-    wide = 0 if storage is None else load_dtype(storage, spec.dtype).itemsize
-    if storage is None or wide <= storage.itemsize:
+    if storage is None:
+        return 0
+    wide = load_dtype(storage, spec.dtype).itemsize
+    if wide <= storage.itemsize:
         return 0
     return max(
         (sum(p.numel() for p in m.parameters() if p.dtype == storage) * wide for m in modules_of(backbone)),
