@@ -142,6 +142,53 @@ def test_quick_results_re_render_byte_for_byte(quick_results, tmp_path):
     assert (tmp_path / "queries_vs_hv.png").read_bytes()[:8] == PNG
 
 
+def test_reuse_takes_runs_from_an_earlier_results_json_and_every_figure_comes_out_the_same(
+    quick_results, toy_model_dir, tmp_path, capsys
+):
+    """`--reuse FILE`: the runs recorded there are not run again (no run dirs needed), the others run, and the
+    analysis (ratios, paired intervals, equal budgets, query efficiency) equals that of all runs together."""
+    out, res = quick_results
+    earlier = json.loads((out / "results.json").read_text())
+    assert all(len(r["group_points"]) == 1 for r in earlier["runs"])  # the quick setting's one group, kept
+    # `none` lost its groups (as in a results.json of an older version): it runs again; one more differs in its
+    # overrides: it runs again too.
+    for r in earlier["runs"]:
+        if r["name"] == "none":
+            del r["group_points"]
+        if r["name"] == "select_B100":
+            r["overrides"] = [*r["overrides"], "guidance.alpha=9"]
+    (tmp_path / "earlier.json").write_text(json.dumps(earlier))
+    again = tmp_path / "again"
+    argv = ["--quick", "--in-process", "--no-overhead", "--out", str(again), "--variant", CLI_VARIANT]
+    argv += ["--reuse", str(tmp_path / "earlier.json"), f"model.pretrained={toy_model_dir}"]
+    assert bench.main(argv) == 0
+    new = json.loads((again / "results.json").read_text())
+    ran = sorted(p.name for p in (again / new["settings"]["run_dirs"]).iterdir() if p.is_dir())
+    assert ran == ["none", "select_B100"]
+    assert "runs taken from" in capsys.readouterr().out
+    # every figure as when all ran together (but seconds: the two runs that ran again took their own)
+    assert _without_seconds(new["analysis"]) == _without_seconds(res["analysis"])
+    for r in new["runs"]:
+        old = _runs(res)[r["name"]]
+        assert r["group_points"] == old["group_points"], r["name"]
+        for key in ("hypervolume", "hv_ratio_ws", "hv_ratio_ws_ci95", "reward_queries", "denoiser_evals"):
+            assert r[key] == old[key], (r["name"], key)
+        assert bool(r.get("reused_from")) == ((r.get("same_as") or r["name"]) not in ran)
+    assert "with `--reuse`" in (again / "results.md").read_text()
+    # a missing file: one line, exit 2, nothing written
+    argv[argv.index(str(again))] = str(tmp_path / "never")
+    argv[argv.index(str(tmp_path / "earlier.json"))] = str(tmp_path / "nope.json")
+    assert bench.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nope.json" in err and not (tmp_path / "never").exists()
+
+
+def _without_seconds(tree):
+    if isinstance(tree, dict):
+        return {k: _without_seconds(v) for k, v in tree.items() if k != "wall_seconds"}
+    return [_without_seconds(v) for v in tree] if isinstance(tree, list) else tree
+
+
 # --- the analysis on synthetic groups ---------------------------------------------------------------------------
 def _record(name: str, family: str, groups: dict, queries: int = 100, curve: str | None = None) -> dict:
     groups = {k: np.asarray(v, dtype=float) for k, v in groups.items()}

@@ -53,6 +53,8 @@ EXAMPLES = """examples:
                                       one job at a time, so that runs do not share the GPU)
   srsoup bench --render-only bench/t20
                                       results.md and the figure again from bench/t20/results.json
+  srsoup bench --only best_of_n_B1600 --reuse bench/t20/results.json --out /tmp/t20
+                                      one more run beside the committed ones (their run dirs not needed)
 """
 
 
@@ -100,6 +102,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--render-only", type=Path, metavar="DIR", help="re-render DIR/results.json into --out (or DIR)"
+    )
+    p.add_argument(
+        "--reuse",
+        type=Path,
+        metavar="FILE",
+        help="take the complete runs of an earlier results.json (e.g. the committed bench/t20/results.json) "
+        "instead of running them again: same name and overrides, run dir under OUT not complete; every ratio "
+        "and interval comes out as if they had run together (memory and overhead are always measured)",
     )
     return p
 
@@ -213,10 +223,12 @@ def run_bench(s: Settings, args: argparse.Namespace) -> int:
     from srsoup.bench.analyse import analyse, memory_figures
     from srsoup.bench.execute import loadavg, run_all, run_tag
     from srsoup.bench.plan import bench_prompts, plan_runs, planned_totals
+    from srsoup.bench.reuse import load_reusable
 
     start, load_start = time.time(), loadavg()
     prompts, seeds = bench_prompts(s.prompts), list(range(s.seeds))
     plan = plan_runs(s, prompts, seeds, set(args.only.split(",")) if args.only else None)
+    earlier = load_reusable(args.reuse, FORMAT) if args.reuse else None
     if args.in_process:
         plan.mem_runs = []  # in one process, peak RSS means nothing
     groups = len(prompts) * len(seeds)
@@ -228,9 +240,10 @@ def run_bench(s: Settings, args: argparse.Namespace) -> int:
     runs_dir = args.out / "runs" / run_tag(s, prompts, seeds)
     runs_dir.mkdir(parents=True, exist_ok=True)
     print(f"bench: {len(plan.runs) + len(plan.mem_runs)} runs into {runs_dir}")
-    jobs = [rd for rd in [*plan.runs, *plan.mem_runs] if not rd.error and not rd.same_as]
+    reused = reusable(earlier, args.reuse, plan, runs_dir) if earlier else {}
+    jobs = [rd for rd in [*plan.runs, *plan.mem_runs] if not rd.error and not rd.same_as and rd.name not in reused]
     sides = run_all(jobs, runs_dir, plan.plans, groups, args.in_process, args.jobs, args.threads)
-    records = _records(plan.runs, runs_dir, sides, plan.plans)
+    records = _records(plan.runs, runs_dir, sides, plan.plans, reused)
     figures = {
         "analysis": analyse(records, plan.meta),
         "runs": records,
@@ -265,13 +278,29 @@ def print_plan(s: Settings, plan: Plan, totals: dict) -> None:
     print(f"planned in all: {t['denoiser_evals']:,} denoiser evals and {t['reward_queries']:,} reward queries")
 
 
-def _records(runs: list[RunDef], runs_dir: Path, sides: dict, plans: dict) -> list[dict]:
-    from srsoup.bench.analyse import run_figures
+def reusable(earlier: tuple[dict, dict], path: Path, plan: Plan, runs_dir: Path) -> dict[str, dict]:
+    """The runs taken from ``path`` (``--reuse``; ``earlier``: its reusable records and origin), said on stdout."""
+    from srsoup.bench.reuse import choose
 
-    records = []
+    records, origin = earlier
+    chosen = choose(plan.runs, plan.plans, runs_dir, records, origin)
+    names = ", ".join(chosen) or "none"
+    print(f"bench: {len(chosen)} runs taken from {path} ({len(records)} reusable there): {names}")
+    return chosen
+
+
+def _records(
+    runs: list[RunDef], runs_dir: Path, sides: dict, plans: dict, reused: dict[str, dict] | None = None
+) -> list[dict]:
+    from srsoup.bench.analyse import run_figures, run_meta
+
+    records, reused = [], reused or {}
     for rd in runs:
         src = rd.same_as or rd.name
-        rec = run_figures(rd, runs_dir / src, sides.get(src, {}), plans.get(rd.name))
+        if src in reused:
+            rec = {**reused[src], **run_meta(rd)}
+        else:
+            rec = run_figures(rd, runs_dir / src, sides.get(src, {}), plans.get(rd.name))
         if rd.same_as:
             rec["same_as"] = rd.same_as
         records.append(rec)
@@ -368,8 +397,12 @@ def _model_name(overrides: list[str]) -> str:
 def write_outputs(res: dict, out: Path) -> None:
     """OUT/results.json, OUT/results.md and OUT/queries_vs_hv.png; prints the tables."""
     from srsoup.bench.render import markdown, plot
+    from srsoup.bench.reuse import stored
 
-    for rec in [*res["runs"], *res["memory"].get("runs", [])]:
+    for rec in res["runs"]:  # the per-group rewards stay: what `--reuse` needs of a run
+        if "_groups" in rec:
+            rec["group_points"] = stored(rec.pop("_groups"))
+    for rec in res["memory"].get("runs", []):
         rec.pop("_groups", None)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(res, indent=1, default=_jsonable) + "\n")

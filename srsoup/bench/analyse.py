@@ -27,17 +27,7 @@ def run_figures(rd: RunDef, run_dir: Path, side: dict, plan: dict | None) -> dic
     per weight, the raw rewards, for the bootstrap; not written out)."""
     import pandas as pd
 
-    rec = {
-        "name": rd.name,
-        "family": rd.family,
-        "curve": rd.curve,
-        "variant": rd.variant,
-        "size": rd.params.get("size"),
-        "size_label": rd.params.get("size_label"),
-        "params": rd.params,
-        "budget": rd.budget,
-        "overrides": rd.overrides,
-    }
+    rec = run_meta(rd)
     if rd.error or side.get("error"):
         return {**rec, "status": "error", "error": rd.error or side["error"]}
     summary = read_summary(run_dir)
@@ -57,6 +47,21 @@ def run_figures(rd: RunDef, run_dir: Path, side: dict, plan: dict | None) -> dic
         "weights": summary["weights"],
         "eval_means": {c[2:]: float(rows[c].mean()) for c in eval_cols},
         "adherence_mixed": mixed_adherence(rows),
+    }
+
+
+def run_meta(rd: RunDef) -> dict:
+    """What the plan says of a run: its name, method family, curve, variant, size, budget and overrides."""
+    return {
+        "name": rd.name,
+        "family": rd.family,
+        "curve": rd.curve,
+        "variant": rd.variant,
+        "size": rd.params.get("size"),
+        "size_label": rd.params.get("size_label"),
+        "params": rd.params,
+        "budget": rd.budget,
+        "overrides": rd.overrides,
     }
 
 

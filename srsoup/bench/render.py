@@ -291,12 +291,21 @@ def _closing(res: dict) -> list[str]:
         if load.get("start") and load.get("end")
         else ""
     )
-    reused = [r["name"] for r in res["runs"] if r.get("cached")]
+    reused = [r["name"] for r in res["runs"] if r.get("cached") and not r.get("reused_from")]
     reused_text = (
         f" {len(reused)} of {len(res['runs'])} runs were complete from an earlier invocation and reused (their "
         "wall seconds and peak RSS are from when they ran)."
         if reused
         else ""
+    )
+    origins: dict[str, list[str]] = {}
+    for r in res["runs"]:
+        if r.get("reused_from"):
+            o = r["reused_from"]
+            origins.setdefault(f"`{o['file']}` (measured {o.get('date')}, {o.get('cpu')})", []).append(r["name"])
+    reused_text += "".join(
+        f" {len(names)} runs were taken from {where} with `--reuse`: {', '.join(f'`{n}`' for n in names)}."
+        for where, names in origins.items()
     )
     return [
         "",
