@@ -1,7 +1,8 @@
 """The run-dir layout (DESIGN §2), atomic group commits, crash repair on resume, the lock, and summary.json.
 
 A prompt x seed group is committed in order: its PNGs (each written to a temporary name, then renamed), its
-trace rows, then its rewards.csv rows in one append + fsync. rewards.csv is the commit record: on resume a
+trace rows (and samples.csv rows, for a method that picks from a pool of samples), then its rewards.csv rows in
+one append + fsync. rewards.csv is the commit record: on resume a
 group is complete only if all its rows are there and its PNGs are whole; anything written after the last
 complete group is dropped, so a run cut at any byte (kill -9, a full disk) resumes to the uninterrupted result.
 One process at a time writes a run dir (an flock on ``.srsoup/lock``); ``.srsoup/fingerprint.json`` keeps the
@@ -33,6 +34,7 @@ from srsoup.errors import SrsoupError
 log = logging.getLogger("srsoup")
 REWARDS_CSV = "rewards.csv"
 TRACE_CSV = "trace.csv"
+SAMPLES_CSV = "samples.csv"
 SUMMARY_JSON = "summary.json"
 IMAGES = "images"
 STATE = ".srsoup"  # the lock and the fingerprint: run-dir bookkeeping, not results
@@ -76,6 +78,11 @@ def trace_columns(guided: list[str]) -> list[str]:
         *[f"reward_{s}_{n}" for n in guided for s in ("mean", "std")],
         *[f"bc_{n}" for n in guided],
     ]
+
+
+def sample_columns(reward_columns: list[str]) -> list[str]:
+    """samples.csv: one row per sample of a pool (best_of_n), its scores under every guided and eval reward."""
+    return ["prompt_idx", "seed", "sample", *[c for c in reward_columns if c.startswith("r_")]]
 
 
 def group_key(prompt_idx: int, seed: int) -> str:
@@ -232,9 +239,11 @@ class RunDir:
         self.path = Path(path)
         self.reward_columns = reward_columns
         self.trace_columns = trace_columns
+        self.sample_columns = sample_columns(reward_columns)
         self.chains = chains
         self.rewards_csv = self.path / REWARDS_CSV
         self.trace_csv = self.path / TRACE_CSV
+        self.samples_csv = self.path / SAMPLES_CSV
         self.summary_json = self.path / SUMMARY_JSON
         self.fingerprint_json = self.path / STATE / "fingerprint.json"
         self.lock_file = self.path / STATE / "lock"
@@ -258,9 +267,10 @@ class RunDir:
         header, rows = _read_rows(self.rewards_csv)
         if header is not None and header != self.reward_columns:
             return f"run dir {self.path} has a rewards.csv with other columns; use a new hydra.run.dir"
-        t_header = _read_rows(self.trace_csv)[0]
-        if t_header is not None and t_header != self.trace_columns:  # e.g. written by another srsoup version
-            return f"run dir {self.path} has a trace.csv with other columns; use a new hydra.run.dir"
+        for path, columns in ((self.trace_csv, self.trace_columns), (self.samples_csv, self.sample_columns)):
+            t_header = _read_rows(path)[0]
+            if t_header is not None and t_header != columns:  # e.g. written by another srsoup version
+                return f"run dir {self.path} has a {path.name} with other columns; use a new hydra.run.dir"
         old = self.stored_fingerprint()
         if old is None:
             if rows:
@@ -323,7 +333,7 @@ class RunDir:
         (self.path / IMAGES).mkdir(parents=True, exist_ok=True)
         for tmp in (self.path / IMAGES).glob("*.tmp"):
             tmp.unlink()
-        for path in (self.rewards_csv, self.trace_csv):
+        for path in (self.rewards_csv, self.trace_csv, self.samples_csv):
             if path.exists() and _read_rows(path)[0] is None:
                 path.unlink()  # torn inside its header (or empty): no row of it was ever complete
         header, rows = _read_rows(self.rewards_csv)
@@ -340,19 +350,28 @@ class RunDir:
             text = _csv_text(kept, header, True)
             if _read_text(self.rewards_csv) != text:
                 atomic_write_text(self.rewards_csv, text)
-        t_header, t_rows = _read_rows(self.trace_csv)
-        if t_header is not None:
-            t_kept = [r for i, r in enumerate(t_rows) if _group_of(r, self.trace_csv, i + 2) in done]
-            text = _csv_text(t_kept, t_header, True)
-            if _read_text(self.trace_csv) != text:
-                atomic_write_text(self.trace_csv, text)
+        for path in (self.trace_csv, self.samples_csv):  # their rows of groups rewards.csv does not commit
+            t_header, t_rows = _read_rows(path)
+            if t_header is not None:
+                t_kept = [r for i, r in enumerate(t_rows) if _group_of(r, path, i + 2) in done]
+                text = _csv_text(t_kept, t_header, True)
+                if _read_text(path) != text:
+                    atomic_write_text(path, text)
         return done
 
-    def commit_group(self, images: dict[str, bytes], trace_rows: list[dict], reward_rows: list[dict]) -> None:
+    def commit_group(
+        self,
+        images: dict[str, bytes],
+        trace_rows: list[dict],
+        reward_rows: list[dict],
+        sample_rows: list[dict] | None = None,
+    ) -> None:
         for rel, data in images.items():
             atomic_write_bytes(self.path / rel, data)
         _fsync_dir(self.path / IMAGES)  # the renames reach the disk before the rows that commit them
         _append(self.trace_csv, _csv_text(trace_rows, self.trace_columns, not _nonempty(self.trace_csv)))
+        if sample_rows:
+            _append(self.samples_csv, _csv_text(sample_rows, self.sample_columns, not _nonempty(self.samples_csv)))
         _append(self.rewards_csv, _csv_text(reward_rows, self.reward_columns, not _nonempty(self.rewards_csv)))
 
     def rows(self) -> list[dict]:

@@ -147,7 +147,9 @@ def run_groups(spec: RunSpec, models: Models, out: RunDir, start: float) -> Path
     msg = (
         f"srsoup: {len(spec.groups) * len(spec.weights)} images ({len(spec.prompt_indices)} prompts x "
         f"{len(spec.seeds)} seeds x {len(spec.weights)} weights, {spec.method}) in {where}/images; scores in "
-        f"{where}/rewards.csv, per-step trace in trace.csv, totals in summary.json ({summary['reward_queries']} "
+        f"{where}/rewards.csv, per-step trace in trace.csv, "
+        f"{'every sample in samples.csv, ' if out.samples_csv.exists() else ''}totals in summary.json "
+        f"({summary['reward_queries']} "
         f"reward queries, {summary['denoiser_evals']} denoiser evals)"
     )
     log.info(msg)
@@ -179,7 +181,8 @@ def run_group(spec: RunSpec, models: Models, method: Guidance, out: RunDir, prom
         row.update({f"r_{n}": float(s[w_idx]) for n, s in scores.items()})
         row.update(image=rel, reward_queries=int(result.queries[w_idx]), denoiser_evals=int(result.evals[w_idx]))
         rows.append(row)
-    out.commit_group(images, [{"prompt_idx": prompt_idx, "seed": seed, **r} for r in result.trace], rows)
+    trace = [{"prompt_idx": prompt_idx, "seed": seed, **r} for r in result.trace]
+    out.commit_group(images, trace, rows, pool_rows(models, result, prompt, prompt_idx, seed))
     after = models.seconds()
     return {
         "reward_queries_by_reward": result.queries_by_reward,
@@ -189,6 +192,22 @@ def run_group(spec: RunSpec, models: Models, method: Guidance, out: RunDir, prom
         **stats_delta(models.stats(), stats),  # e.g. which queries a paid reward served from its cache
         **cpu_threads(spec),
     }
+
+
+def pool_rows(models: Models, result, prompt: str, prompt_idx: int, seed: int) -> list[dict]:
+    """samples.csv rows of a method that picked its rows from a pool (best_of_n): each sample's scores, the guided
+    rewards' as the method scored them, the eval rewards' scored here (uncharged, like every eval reward)."""
+    if result.sample_images is None:
+        return []
+    pool, n = result.sample_images, len(result.sample_images)
+    scores = {
+        name: result.sample_scores[name] if name in result.sample_scores else ev(pool, [prompt] * n)
+        for name, ev in models.evaluators.items()
+    }
+    return [
+        {"prompt_idx": prompt_idx, "seed": seed, "sample": i, **{f"r_{k}": float(v[i]) for k, v in scores.items()}}
+        for i in range(n)
+    ]
 
 
 def cpu_threads(spec: RunSpec) -> dict:

@@ -20,6 +20,8 @@ class GroupResult:
     evals: torch.Tensor  # [L] denoiser evals attributed to each output row
     queries_by_reward: dict[str, int]
     trace: list[dict] = field(default_factory=list)
+    sample_images: torch.Tensor | None = None  # [N, 3, H, W]: the pool a method picked its rows from (best_of_n)
+    sample_scores: dict[str, torch.Tensor] | None = None  # its scores of that pool, guided reward → [N]
 
 
 @torch.inference_mode()
@@ -69,6 +71,8 @@ def sample_group(
         evals=out.evals,
         queries_by_reward={n: r.queries - before[n] for n, r in rewards.items()},
         trace=trace,
+        sample_images=out.sample_images,
+        sample_scores=out.sample_scores,
     )
 
 

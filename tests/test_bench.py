@@ -96,7 +96,7 @@ def test_every_run_makes_exactly_the_planned_queries_and_evals(quick_results):
     assert ws["hv_ratio_ws"] == 1 and ws["query_ratio_ws"] == 1
     # weighted_sum at the budget of its own K is the same run, not run twice; the plan counted it once.
     assert _runs(res)["weighted_sum_B200"]["same_as"] == "weighted_sum"
-    planned = sum(r["plan_denoiser_evals"] for r in res["runs"] if not r.get("same_as"))
+    planned = sum(r["plan_denoiser_evals"] for r in res["runs"] if not (r.get("same_as") or r.get("derived_from")))
     by_family = res["planned"]["by_family"]
     assert planned == sum(f["denoiser_evals"] for k, f in by_family.items() if k not in ("overhead", "memory"))
 
@@ -116,6 +116,35 @@ def test_a_variant_given_on_the_command_line_runs_with_its_templates(quick_resul
         assert r["reward_queries_per_group"] == 38 * r["size"]
         if r["budget"]:
             assert r["reward_queries_per_group"] <= r["budget"] < 38 * (r["size"] + 1)  # the largest K that fits
+
+
+def test_best_of_n_at_a_smaller_budget_is_derived_from_the_largest_and_equals_its_own_run(quick_results, tmp_path):
+    """best_of_n's smaller budget does not run: it is picked from the first N samples of the largest run's
+    samples.csv, and equals a run of its own at that N (rows, counts, adherence)."""
+    import pandas as pd
+
+    from srsoup import runner
+    from srsoup.report.compare import group_points
+
+    out, res = quick_results
+    runs, runs_dir = _runs(res), out / res["settings"]["run_dirs"]
+    small = runs["best_of_n_B100"]
+    assert (
+        small["derived_from"] == "best_of_n_B200"
+        and small["size"] == 50
+        and not (runs_dir / small["name"]).exists()
+    )
+    assert "(first 50 samples of `best_of_n_B200`)" in (out / "results.md").read_text()
+    own = runner.run(plan.compose(small["overrides"]), tmp_path / "own")
+    rows = pd.read_csv(own / "rewards.csv")
+    assert small["group_points"] == {k: v.tolist() for k, v in group_points(rows, list(plan.REWARDS)).items()}
+    summary = json.loads((own / "summary.json").read_text())
+    assert (small["reward_queries"], small["denoiser_evals"]) == (
+        summary["reward_queries"],
+        summary["denoiser_evals"],
+    )
+    assert small["adherence_mixed"] == analyse.mixed_adherence(rows)
+    assert small["wall_seconds"] is None and small["counts_match_plan"]
 
 
 def test_overhead_comes_from_the_runs_own_timers(quick_results):

@@ -251,6 +251,34 @@ def test_repair_of_a_torn_first_write_lets_the_rerun_write_a_header(tmp_path, na
     assert out.check_compatible(FINGERPRINT) is None
 
 
+def test_repair_drops_the_samples_rows_of_a_group_rewards_csv_does_not_commit(tmp_path):
+    """samples.csv (best_of_n's pool) is written before rewards.csv, which commits the group: a crash between
+    them leaves sample rows that repair drops with the group."""
+
+    def samples(p, s):
+        return [{"prompt_idx": p, "seed": s, "sample": i, "r_a": i / 3, "r_b": -i} for i in range(3)]
+
+    out = fresh(tmp_path / "run")
+    assert out.sample_columns == ["prompt_idx", "seed", "sample", "r_a", "r_b"]
+    out.commit_group(*group(0, 0), samples(0, 0))
+    committed = out.samples_csv.read_bytes()
+    images, trace, rows = group(1, 0)
+    out.commit_group(images, trace, rows[:1], samples(1, 0))  # the crash: one of the group's two rows made it
+    assert out.repair() == {(0, 0)}
+    assert out.samples_csv.read_bytes() == committed
+    out.commit_group(*group(1, 0), samples(1, 0))
+    with open(out.samples_csv, newline="") as f:
+        assert [(r["prompt_idx"], r["sample"]) for r in csv.DictReader(f)] == [
+            ("0", "0"),
+            ("0", "1"),
+            ("0", "2"),
+        ] + [
+            ("1", "0"),
+            ("1", "1"),
+            ("1", "2"),
+        ]
+
+
 # --- resume compatibility ----------------------------------------------------------------------------------------
 def test_check_compatible_accepts_a_new_dir_and_the_same_settings(tmp_path):
     out = RunDir(tmp_path / "never_made", REWARD_COLS, TRACE_COLS, chains=CHAINS)

@@ -140,7 +140,7 @@ def test_same_settings_give_the_same_images(toy_backbone, method, options):
     assert not torch.equal(a.images, other.images)
 
 
-@pytest.mark.parametrize("method", ["fk", "select"])
+@pytest.mark.parametrize("method", ["fk", "select", "best_of_n"])
 def test_rerun_resumes_and_adds_seeds_as_one_run_would(toy_cfg, tmp_path, method):
     opts = [f"guidance={method}", *(["guidance.resample_frequency=2"] if method == "fk" else [])]
     ref = runner.run(toy_cfg(*opts, "seeds=[0,1]"), tmp_path / "ref")
@@ -293,3 +293,35 @@ def test_fk_and_select_raise_each_anchor_reward_on_the_embedded_model(tmp_path):
         guided = runner.run(compose(*base, f"guidance={method}", *options), tmp_path / method)
         for reward in ("colorfulness", "jpeg_compressibility"):
             assert mean_reward(guided, reward, 1.0) > mean_reward(plain, reward), (method, reward)
+
+
+def test_best_of_n_keeps_its_samples_and_a_smaller_n_is_their_first_rows(toy_cfg, tmp_path):
+    """samples.csv: every sample's scores under every reward (guided and eval); each rewards.csv row is the
+    sample ``choose`` picks from them; a run at N' < N draws the first N' samples of the run at N exactly, so it
+    picks what ``choose`` picks from those rows (what `srsoup bench` derives its smaller budgets from)."""
+    from srsoup.guidance.best_of_n import choose
+
+    def picks(samples: list[dict], rows: list[dict], n: int) -> list[dict]:
+        rewards = ["colorfulness", "jpeg_compressibility"]
+        out = []
+        for seed in (0, 1):
+            pool = [r for r in samples if int(r["seed"]) == seed and int(r["sample"]) < n]
+            weights = [[float(r[f"w_{m}"]) for m in rewards] for r in rows if int(r["seed"]) == seed]
+            scores = [torch.tensor([float(r[f"r_{m}"]) for r in pool], dtype=torch.float64) for m in rewards]
+            out += [pool[c] for c in choose(torch.tensor(weights), scores).tolist()]
+        return out
+
+    scored = ["r_colorfulness", "r_jpeg_compressibility", "r_prompt_adherence"]
+    big = runner.run(toy_cfg("guidance=best_of_n", "guidance.num_candidates=6", "seeds=[0,1]"), tmp_path / "n6")
+    samples, rows = read_csv(big / "samples.csv"), read_csv(big / "rewards.csv")
+    assert list(samples[0]) == ["prompt_idx", "seed", "sample", *scored]
+    assert [(int(r["seed"]), int(r["sample"])) for r in samples] == [(s, i) for s in (0, 1) for i in range(6)]
+    assert [[r[c] for c in scored] for r in rows] == [[r[c] for c in scored] for r in picks(samples, rows, 6)]
+    small = runner.run(toy_cfg("guidance=best_of_n", "guidance.num_candidates=3", "seeds=[0,1]"), tmp_path / "n3")
+    first = [r for r in samples if int(r["sample"]) < 3]
+    assert read_csv(small / "samples.csv") == first
+    small_rows = read_csv(small / "rewards.csv")
+    assert [[r[c] for c in scored] for r in small_rows] == [
+        [r[c] for c in scored] for r in picks(samples, small_rows, 3)
+    ]
+    assert not (runner.run(toy_cfg("guidance=none"), tmp_path / "none") / "samples.csv").exists()

@@ -241,7 +241,11 @@ def run_bench(s: Settings, args: argparse.Namespace) -> int:
     runs_dir.mkdir(parents=True, exist_ok=True)
     print(f"bench: {len(plan.runs) + len(plan.mem_runs)} runs into {runs_dir}")
     reused = reusable(earlier, args.reuse, plan, runs_dir) if earlier else {}
-    jobs = [rd for rd in [*plan.runs, *plan.mem_runs] if not rd.error and not rd.same_as and rd.name not in reused]
+    jobs = [
+        rd
+        for rd in [*plan.runs, *plan.mem_runs]
+        if not (rd.error or rd.same_as or rd.derived_from) and rd.name not in reused
+    ]
     sides = run_all(jobs, runs_dir, plan.plans, groups, args.in_process, args.jobs, args.threads)
     records = _records(plan.runs, runs_dir, sides, plan.plans, reused)
     figures = {
@@ -268,6 +272,7 @@ def print_plan(s: Settings, plan: Plan, totals: dict) -> None:
             continue
         size = "–" if rd.params.get("size") is None else f"{rd.params['size_label']}={rd.params['size']}"
         same = f"  (= {rd.same_as})" if rd.same_as else ""
+        same += f"  (first {rd.params['size']} samples of {rd.derived_from})" if rd.derived_from else ""
         print(f"  {rd.name:<34} {size:>13} {p['reward_queries']:>13} {p['denoiser_evals']:>11}{same}")
     for skip in plan.meta["skipped"]:
         print(f"  {skip['name']:<34} left out: {skip['why']}")
@@ -292,13 +297,16 @@ def reusable(earlier: tuple[dict, dict], path: Path, plan: Plan, runs_dir: Path)
 def _records(
     runs: list[RunDef], runs_dir: Path, sides: dict, plans: dict, reused: dict[str, dict] | None = None
 ) -> list[dict]:
-    from srsoup.bench.analyse import run_figures, run_meta
+    from srsoup.bench.analyse import derived_figures, run_figures, run_meta
 
-    records, reused = [], reused or {}
+    records, reused, by_name = [], reused or {}, {rd.name: rd for rd in runs}
     for rd in runs:
         src = rd.same_as or rd.name
         if src in reused:
             rec = {**reused[src], **run_meta(rd)}
+        elif rd.derived_from:
+            pool = by_name[rd.derived_from]
+            rec = derived_figures(rd, pool, runs_dir / pool.name, plans.get(rd.name))
         else:
             rec = run_figures(rd, runs_dir / src, sides.get(src, {}), plans.get(rd.name))
         if rd.same_as:

@@ -31,9 +31,6 @@ def run_figures(rd: RunDef, run_dir: Path, side: dict, plan: dict | None) -> dic
     if rd.error or side.get("error"):
         return {**rec, "status": "error", "error": rd.error or side["error"]}
     summary = read_summary(run_dir)
-    rows = pd.read_csv(run_dir / "rewards.csv")
-    groups = group_points(rows, list(REWARDS))
-    eval_cols = [c for c in rows.columns if c.startswith("r_") and c[2:] not in REWARDS]
     return {
         **rec,
         **counts(summary, plan),
@@ -42,11 +39,71 @@ def run_figures(rd: RunDef, run_dir: Path, side: dict, plan: dict | None) -> dic
         "threads": side.get("threads"),
         "measured_fresh": side.get("fresh"),
         "cached": bool(side.get("cached")),
+        "weights": summary["weights"],
+        **row_figures(pd.read_csv(run_dir / "rewards.csv")),
+    }
+
+
+def row_figures(rows) -> dict:
+    """What the analysis takes of a run's rewards.csv rows: its front, groups, eval means, mixed adherence."""
+    groups = group_points(rows, list(REWARDS))
+    eval_cols = [c for c in rows.columns if c.startswith("r_") and c[2:] not in REWARDS]
+    return {
         "points": mean_points(groups).tolist(),
         "_groups": groups,
-        "weights": summary["weights"],
         "eval_means": {c[2:]: float(rows[c].mean()) for c in eval_cols},
         "adherence_mixed": mixed_adherence(rows),
+    }
+
+
+def derived_figures(rd: RunDef, pool: RunDef, pool_dir: Path, plan: dict | None) -> dict:
+    """best_of_n at N taken from the first N samples of its larger run ``pool`` (samples.csv): per group and
+    weight the sample ``BestOfN.finish`` would pick from them (``choose``, the same float64 scores), that sample's
+    scores as the row; counts N/N_pool of the pool's (each sample is scored once by every reward); no seconds or
+    memory of its own."""
+    import pandas as pd
+    import torch
+
+    from srsoup.guidance.best_of_n import choose
+
+    rec = {**run_meta(rd), "derived_from": pool.name}
+    summary = read_summary(pool_dir)
+    if pool.error or summary.get("status") != "complete" or not (pool_dir / "samples.csv").exists():
+        why = f"{pool.name} is not complete" if not pool.error else f"{pool.name}: {pool.error}"
+        if summary.get("status") == "complete":
+            why = f"{pool.name}'s run dir has no samples.csv (an older srsoup made it); run it in a new --out"
+        return {**rec, "status": "error", "error": why}
+    n, n_pool = rd.params["size"], pool.params["size"]
+    picked = pd.read_csv(pool_dir / "rewards.csv")
+    samples = pd.read_csv(pool_dir / "samples.csv")
+    samples = samples[samples["sample"] < n]
+    w_cols = [f"w_{r}" for r in REWARDS]
+    rows = []
+    for (p, sd), group in samples.groupby(["prompt_idx", "seed"]):
+        group = group.sort_values("sample")
+        weights = picked[(picked.prompt_idx == p) & (picked.seed == sd)].sort_values("weight_idx")
+        scores = [torch.tensor(group[f"r_{r}"].to_numpy(), dtype=torch.float64) for r in REWARDS]
+        choice = choose(torch.tensor(weights[w_cols].to_numpy()), scores)
+        for (_, w), c in zip(weights.iterrows(), choice.tolist()):
+            rows.append({**w[["prompt_idx", "seed", "weight_idx", *w_cols]], **group.iloc[c].drop("sample")})
+    derived = {
+        **summary,
+        "reward_queries": summary["reward_queries"] * n // n_pool,
+        "reward_queries_by_reward": {k: v * n // n_pool for k, v in summary["reward_queries_by_reward"].items()},
+        "denoiser_evals": summary["denoiser_evals"] * n // n_pool,
+        "wall_seconds": None,
+        "timing": None,
+    }
+    return {
+        **rec,
+        **counts(derived, plan),
+        "peak_rss_mb": None,
+        "rss_after_imports_mb": None,
+        "threads": None,
+        "measured_fresh": None,
+        "cached": False,
+        "weights": summary["weights"],
+        **row_figures(pd.DataFrame(rows)),
     }
 
 
@@ -185,7 +242,7 @@ def ratios_to_weighted_sum(ok: list[dict], ws: dict, ratios: PairedRatios) -> No
         r["hv_ratio_ws_ci95"] = ratios.ci(r["name"], ws["name"])
         r["query_ratio_ws"] = r["reward_queries"] / ws["reward_queries"]
         r["eval_ratio_ws"] = r["denoiser_evals"] / ws["denoiser_evals"]
-        r["wall_ratio_ws"] = r["wall_seconds"] / ws["wall_seconds"]
+        r["wall_ratio_ws"] = None if r["wall_seconds"] is None else r["wall_seconds"] / ws["wall_seconds"]
         r["adherence_mixed_ws"] = ws.get("adherence_mixed")
 
 

@@ -140,6 +140,7 @@ class RunDef:
     curve: str | None = None  # the budget curve it is a point of (weighted_sum, srsoup_<variant>, fk, ...)
     variant: str | None = None
     same_as: str | None = None  # an earlier run with the identical plan and fingerprint: not run again
+    derived_from: str | None = None  # best_of_n: the larger run whose first N samples it is (samples.csv): not run
     error: str | None = None  # why it could not be planned (reported, not fatal)
 
 
@@ -371,6 +372,7 @@ def plan_runs(s: Settings, prompts: list[str], seeds: list[int], only: set[str] 
     for rd in mem_runs:
         rd.overrides = [*base, *rd.overrides, *s.overrides]
     plans = resolve(runs, mem_runs)
+    nest_pools(runs)
     skipped = [{"name": r.name, "why": r.error} for r in runs if r.error and r.budget in low]
     runs = [r for r in runs if not (r.error and r.budget in low)]
     meta = {
@@ -462,6 +464,19 @@ def resolve(runs: list[RunDef], mem_runs: list[RunDef]) -> dict[str, dict]:
     return plans
 
 
+def nest_pools(runs: list[RunDef]) -> None:
+    """best_of_n's smaller budgets are the first N samples of its largest run (sample n is the same whatever N
+    is): mark them ``derived_from`` it, so that only the largest runs (``analyse.derived_figures`` picks from its
+    samples.csv as ``BestOfN.finish`` would)."""
+    pools = [r for r in runs if r.family == "best_of_n" and not (r.error or r.same_as) and r.params.get("size")]
+    if len(pools) < 2:
+        return
+    largest = max(pools, key=lambda r: r.params["size"])
+    for rd in pools:
+        if rd is not largest:
+            rd.derived_from = largest.name
+
+
 def _spec(rd: RunDef):
     """The run's spec, or None with ``rd.error`` set (a run that cannot be planned is reported, not fatal)."""
     from srsoup.errors import SrsoupError
@@ -501,7 +516,7 @@ def planned_totals(plan: Plan, groups: int, overhead_groups: int) -> dict:
         f["reward_queries"] += p["reward_queries"] * times
 
     for rd in plan.runs:
-        if not rd.same_as and not rd.error:
+        if not (rd.same_as or rd.derived_from or rd.error):
             add(rd.family, rd.name, groups)
     probe = overhead_run(plan)
     if probe is not None:

@@ -107,6 +107,7 @@ def _all_runs(res: dict) -> list[str]:
             rows[-1] += [None] * (len(header) - 4)
             continue
         variant = (r.get("variant") or "") + (f" (same run as `{r['same_as']}`)" if r.get("same_as") else "")
+        variant += f" (first {r['size']} samples of `{r['derived_from']}`)" if r.get("derived_from") else ""
         rows.append(
             [f"`{r['name']}`", r["family"], variant, _size(r), r["budget"], r["reward_queries_per_group"]]
             + [r.get("query_ratio_ws"), r["denoiser_evals_per_group"], r["wall_seconds"], r["peak_rss_mb"]]

@@ -50,6 +50,10 @@ class Chains:
     images: torch.Tensor  # [n, 3, H, W] in [0, 1]
     queries: torch.Tensor  # [n] reward queries attributed to each row
     evals: torch.Tensor  # [n] denoiser evals attributed to each row
+    #: A method that picks its rows from a pool of finished samples (best_of_n) keeps the pool here: the images
+    #: [N, 3, H, W] and its own scores of them (guided reward → [N]); the runner writes them to samples.csv.
+    sample_images: torch.Tensor | None = None
+    sample_scores: dict[str, torch.Tensor] | None = None
 
 
 class Guidance(ABC):

@@ -3,7 +3,9 @@
 N unguided samples per prompt x seed group (sample 0 is exactly the `none` sample of that seed), each final image
 scored once under every reward (N·M queries, N·T denoiser evals); every weight w of the grid then takes the
 sample maximizing Σ_m w_m z_m, with z the z-scored rewards over the N samples. One set of samples serves the whole
-grid, so its cost does not grow with the number of weights.
+grid, so its cost does not grow with the number of weights. The N samples and their scores go to samples.csv:
+sample n is the same whatever N is, so the first N' rows of a run at N are a run at N' (``choose`` picks from
+them as ``finish`` does; `srsoup bench` derives its smaller budgets so).
 """
 
 from __future__ import annotations
@@ -42,14 +44,15 @@ class BestOfN(Guidance):
         """Score the N samples under every reward; the best sample per weight; counts spread over the rows."""
         images = chains.images
         scores = {n: rewards[n](images, [prompt] * len(images)) for n in self.reward_names}
-        z = torch.stack([normalize_rewards(scores[n], "zscore") for n in self.reward_names], dim=1)  # [N, M]
-        choice = (self.weights.float() @ z.T).argmax(dim=1)  # [L]
+        choice = choose(self.weights, [scores[n] for n in self.reward_names])
         # The N·M queries and N·T evals serve every row; spread them so the rows sum to the totals.
         rows = len(self.weights)
         return Chains(
             images=images[choice],
             queries=spread(len(images) * len(self.reward_names), rows),
             evals=spread(int(chains.evals.sum()), rows),
+            sample_images=images,
+            sample_scores=scores,
         )
 
     def plan(self, num_steps: int) -> Plan:
@@ -63,6 +66,12 @@ class BestOfN(Guidance):
             phases={self.name: dict(steps=num_steps, reward_queries=n * m, denoiser_evals=n * num_steps)},
             decodes=n,
         )
+
+
+def choose(weights: torch.Tensor, scores: list[torch.Tensor]) -> torch.Tensor:
+    """[L]: per weight w, the sample maximizing Σ_m w_m z_m, z each reward's scores [N] z-scored over the N."""
+    z = torch.stack([normalize_rewards(s, "zscore") for s in scores], dim=1)  # [N, M]
+    return (weights.float() @ z.T).argmax(dim=1)
 
 
 def spread(total: int, rows: int) -> torch.Tensor:
