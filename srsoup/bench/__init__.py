@@ -285,10 +285,10 @@ def print_plan(s: Settings, plan: Plan, totals: dict) -> None:
 
 def reusable(earlier: tuple[dict, dict], path: Path, plan: Plan, runs_dir: Path) -> dict[str, dict]:
     """The runs taken from ``path`` (``--reuse``; ``earlier``: its reusable records and origin), said on stdout."""
-    from srsoup.bench.reuse import choose
+    from srsoup.bench.reuse import matching
 
     records, origin = earlier
-    chosen = choose(plan.runs, plan.plans, runs_dir, records, origin)
+    chosen = matching(plan.runs, plan.plans, runs_dir, records, origin)
     names = ", ".join(chosen) or "none"
     print(f"bench: {len(chosen)} runs taken from {path} ({len(records)} reusable there): {names}")
     return chosen

@@ -68,24 +68,22 @@ def derived_figures(rd: RunDef, pool: RunDef, pool_dir: Path, plan: dict | None)
 
     rec = {**run_meta(rd), "derived_from": pool.name}
     summary = read_summary(pool_dir)
-    if pool.error or summary.get("status") != "complete" or not (pool_dir / "samples.csv").exists():
-        why = f"{pool.name} is not complete" if not pool.error else f"{pool.name}: {pool.error}"
-        if summary.get("status") == "complete":
-            why = f"{pool.name}'s run dir has no samples.csv (an older srsoup made it); run it in a new --out"
+    if summary.get("status") != "complete":
+        return {**rec, "status": "error", "error": f"{pool.name} is not complete"}
+    if not (pool_dir / "samples.csv").exists():
+        why = f"{pool.name}'s run dir has no samples.csv (an older srsoup made it); run it in a new --out"
         return {**rec, "status": "error", "error": why}
     n, n_pool = rd.params["size"], pool.params["size"]
-    picked = pd.read_csv(pool_dir / "rewards.csv")
+    weights = torch.tensor(summary["weights"])  # [L, M], the grid in weight_idx order, as the pool ran it
     samples = pd.read_csv(pool_dir / "samples.csv")
-    samples = samples[samples["sample"] < n]
-    w_cols = [f"w_{r}" for r in REWARDS]
     rows = []
-    for (p, sd), group in samples.groupby(["prompt_idx", "seed"]):
+    for (p, sd), group in samples[samples["sample"] < n].groupby(["prompt_idx", "seed"]):
         group = group.sort_values("sample")
-        weights = picked[(picked.prompt_idx == p) & (picked.seed == sd)].sort_values("weight_idx")
         scores = [torch.tensor(group[f"r_{r}"].to_numpy(), dtype=torch.float64) for r in REWARDS]
-        choice = choose(torch.tensor(weights[w_cols].to_numpy()), scores)
-        for (_, w), c in zip(weights.iterrows(), choice.tolist()):
-            rows.append({**w[["prompt_idx", "seed", "weight_idx", *w_cols]], **group.iloc[c].drop("sample")})
+        for w_idx, c in enumerate(choose(weights, scores).tolist()):
+            picked = group.iloc[c].drop(["prompt_idx", "seed", "sample"])
+            w = {f"w_{r}": float(x) for r, x in zip(REWARDS, summary["weights"][w_idx])}
+            rows.append({"prompt_idx": p, "seed": sd, "weight_idx": w_idx, **w, **picked})
     derived = {
         **summary,
         "reward_queries": summary["reward_queries"] * n // n_pool,

@@ -37,7 +37,7 @@ def load_reusable(path: Path, fmt: int) -> tuple[dict[str, dict], dict]:
     return records, origin
 
 
-def choose(
+def matching(
     runs: list[RunDef], plans: dict, runs_dir: Path, records: dict[str, dict], origin: dict
 ) -> dict[str, dict]:
     """The runs of ``runs`` to take from ``records``: same name and overrides, counts as this version plans them
