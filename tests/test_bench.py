@@ -180,21 +180,36 @@ def test_reuse_takes_runs_from_an_earlier_results_json_and_every_figure_comes_ou
     earlier = json.loads((out / "results.json").read_text())
     assert all(len(r["group_points"]) == 1 for r in earlier["runs"])  # the quick setting's one group, kept
     # `none` lost its groups (as in a results.json of an older version): it runs again; one more differs in its
-    # overrides: it runs again too.
+    # overrides: it runs again too; best_of_n's smaller budget is missing: its pool runs again to pick it from.
     for r in earlier["runs"]:
         if r["name"] == "none":
             del r["group_points"]
         if r["name"] == "select_B100":
             r["overrides"] = [*r["overrides"], "guidance.alpha=9"]
+    earlier["runs"] = [r for r in earlier["runs"] if r["name"] != "best_of_n_B100"]
     (tmp_path / "earlier.json").write_text(json.dumps(earlier))
     again = tmp_path / "again"
     argv = ["--quick", "--in-process", "--no-overhead", "--out", str(again), "--variant", CLI_VARIANT]
     argv += ["--reuse", str(tmp_path / "earlier.json"), f"model.pretrained={toy_model_dir}"]
+    # a dry run says what it would take and what is left to run, and writes nothing
+    assert bench.main([*argv, "--dry-run"]) == 0
+    said: dict[str, str] = {}  # each run's row (the family totals below them start alike)
+    for line in capsys.readouterr().out.splitlines():
+        if line.startswith("  "):
+            said.setdefault(line.split()[0], line)
+    assert "(taken from --reuse)" in said["weighted_sum"] and "taken" not in said["none"]
+    assert "(first 50 samples of best_of_n_B200)" in said["best_of_n_B100"]
+    assert "taken" not in said["best_of_n_B200"]
+    assert not again.exists()
     assert bench.main(argv) == 0
     new = json.loads((again / "results.json").read_text())
     ran = sorted(p.name for p in (again / new["settings"]["run_dirs"]).iterdir() if p.is_dir())
-    assert ran == ["none", "select_B100"]
-    assert "runs taken from" in capsys.readouterr().out
+    assert ran == ["best_of_n_B200", "none", "select_B100"]
+    out_text = capsys.readouterr().out
+    assert "runs taken from" in out_text
+    to_run = next(x for x in out_text.splitlines() if x.startswith("to run here:")).split()[3]
+    plans = {r["name"]: r["plan_denoiser_evals"] for r in res["runs"]}
+    assert int(to_run.replace(",", "")) == plans["none"] + plans["select_B100"] + plans["best_of_n_B200"]
     # every figure as when all ran together (but seconds: the two runs that ran again took their own)
     assert _without_seconds(new["analysis"]) == _without_seconds(res["analysis"])
     for r in new["runs"]:
@@ -202,7 +217,7 @@ def test_reuse_takes_runs_from_an_earlier_results_json_and_every_figure_comes_ou
         assert r["group_points"] == old["group_points"], r["name"]
         for key in ("hypervolume", "hv_ratio_ws", "hv_ratio_ws_ci95", "reward_queries", "denoiser_evals"):
             assert r[key] == old[key], (r["name"], key)
-        assert bool(r.get("reused_from")) == ((r.get("same_as") or r["name"]) not in ran)
+        assert bool(r.get("reused_from")) == ((r.get("same_as") or r.get("derived_from") or r["name"]) not in ran)
     assert "with `--reuse`" in (again / "results.md").read_text()
     # a missing file: one line, exit 2, nothing written
     argv[argv.index(str(again))] = str(tmp_path / "never")

@@ -223,7 +223,7 @@ def run_bench(s: Settings, args: argparse.Namespace) -> int:
     from srsoup.bench.analyse import analyse, memory_figures
     from srsoup.bench.execute import loadavg, run_all, run_tag
     from srsoup.bench.plan import bench_prompts, plan_runs, planned_totals
-    from srsoup.bench.reuse import load_reusable
+    from srsoup.bench.reuse import load_reusable, matching
 
     start, load_start = time.time(), loadavg()
     prompts, seeds = bench_prompts(s.prompts), list(range(s.seeds))
@@ -234,13 +234,16 @@ def run_bench(s: Settings, args: argparse.Namespace) -> int:
     groups = len(prompts) * len(seeds)
     profile = args.profile or not s.quick
     totals = planned_totals(plan, groups, (groups + (len(seeds) if profile else 0)) if s.overhead else 0)
-    print_plan(s, plan, totals)
+    runs_dir = args.out / "runs" / run_tag(s, prompts, seeds)
+    reused = matching(plan.runs, plan.plans, runs_dir, *earlier) if earlier else {}
+    print_plan(s, plan, totals, reused)
+    if earlier:
+        names = ", ".join(reused) or "none"
+        print(f"bench: {len(reused)} runs taken from {args.reuse} ({len(earlier[0])} reusable there): {names}")
     if args.dry_run:
         return 0
-    runs_dir = args.out / "runs" / run_tag(s, prompts, seeds)
     runs_dir.mkdir(parents=True, exist_ok=True)
     print(f"bench: {len(plan.runs) + len(plan.mem_runs)} runs into {runs_dir}")
-    reused = reusable(earlier, args.reuse, plan, runs_dir) if earlier else {}
     jobs = [
         rd
         for rd in [*plan.runs, *plan.mem_runs]
@@ -261,8 +264,10 @@ def run_bench(s: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def print_plan(s: Settings, plan: Plan, totals: dict) -> None:
-    """Each planned run (size, queries and evals per group; a run identical to another marked) and the totals."""
+def print_plan(s: Settings, plan: Plan, totals: dict, reused: dict | None = None) -> None:
+    """Each planned run (size, queries and evals per group; a run identical to another, picked from another's
+    samples or taken from ``--reuse`` marked) and the totals, and what is left to run when runs are taken."""
+    reused = reused or {}
     print(f"bench --setting {s.name}: T={s.steps}, K={s.candidates}, {totals['groups']} prompt x seed groups")
     print(f"  {'run':<34} {'size':>13} {'queries/group':>13} {'evals/group':>11}")
     for rd in [*plan.runs, *plan.mem_runs]:
@@ -272,7 +277,10 @@ def print_plan(s: Settings, plan: Plan, totals: dict) -> None:
             continue
         size = "–" if rd.params.get("size") is None else f"{rd.params['size_label']}={rd.params['size']}"
         same = f"  (= {rd.same_as})" if rd.same_as else ""
-        same += f"  (first {rd.params['size']} samples of {rd.derived_from})" if rd.derived_from else ""
+        if rd.name in reused or rd.same_as in reused:
+            same += "  (taken from --reuse)"
+        elif rd.derived_from:
+            same += f"  (first {rd.params['size']} samples of {rd.derived_from})"
         print(f"  {rd.name:<34} {size:>13} {p['reward_queries']:>13} {p['denoiser_evals']:>11}{same}")
     for skip in plan.meta["skipped"]:
         print(f"  {skip['name']:<34} left out: {skip['why']}")
@@ -281,17 +289,13 @@ def print_plan(s: Settings, plan: Plan, totals: dict) -> None:
         print(f"  {family:<14} {f['runs']:>3} runs {evals:>12} denoiser evals {queries:>12} reward queries")
     t = totals["total"]
     print(f"planned in all: {t['denoiser_evals']:,} denoiser evals and {t['reward_queries']:,} reward queries")
-
-
-def reusable(earlier: tuple[dict, dict], path: Path, plan: Plan, runs_dir: Path) -> dict[str, dict]:
-    """The runs taken from ``path`` (``--reuse``; ``earlier``: its reusable records and origin), said on stdout."""
-    from srsoup.bench.reuse import matching
-
-    records, origin = earlier
-    chosen = matching(plan.runs, plan.plans, runs_dir, records, origin)
-    names = ", ".join(chosen) or "none"
-    print(f"bench: {len(chosen)} runs taken from {path} ({len(records)} reusable there): {names}")
-    return chosen
+    if reused:
+        taken = sum(
+            plan.plans[rd.name]["denoiser_evals"] * totals["groups"]
+            for rd in plan.runs
+            if rd.name in reused and not (rd.same_as or rd.derived_from)
+        )
+        print(f"to run here: {t['denoiser_evals'] - taken:,} denoiser evals (the runs marked taken need none)")
 
 
 def _records(

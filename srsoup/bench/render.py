@@ -383,7 +383,7 @@ def plot(res: dict, path: Path) -> None:
     model = "embedded model" if s["model"].startswith("tiny ") else s["model"]
     ax.set_title(
         f"setting {s['setting']}: {model}, colourfulness vs JPEG compressibility, T={s['steps']}, "
-        f"{s['prompts']} prompts × {s['seeds']} seeds",
+        f"{len(s['weights'])}-weight grid, {s['prompts']} prompts × {s['seeds']} seeds",
         fontsize=9,
     )
     ax.set_xlabel("reward queries per prompt × seed group")

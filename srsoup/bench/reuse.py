@@ -41,7 +41,8 @@ def matching(
     runs: list[RunDef], plans: dict, runs_dir: Path, records: dict[str, dict], origin: dict
 ) -> dict[str, dict]:
     """The runs of ``runs`` to take from ``records``: same name and overrides, counts as this version plans them
-    (a record from a version that counted otherwise runs again), run dir under OUT not complete.
+    (a record from a version that counted otherwise runs again), run dir under OUT not complete; and a best_of_n
+    pool only when every run picked from its samples is taken too.
 
     Each chosen record comes back ready for the analysis (``_groups`` rebuilt, ``reused_from`` set).
     """
@@ -59,6 +60,9 @@ def matching(
         if read_summary(runs_dir / rd.name).get("status") == "complete":
             continue  # a complete run here is the fresher measurement
         chosen[rd.name] = revive(rec, origin)
+    for rd in runs:  # a best_of_n pool runs unless every budget picked from its samples is taken
+        if rd.derived_from in chosen and rd.name not in chosen:
+            del chosen[rd.derived_from]
     return chosen
 
 
