@@ -357,3 +357,31 @@ def test_importance_weights_change_only_the_soup_chains_and_no_count(toy_backbon
 def test_importance_options_are_checked(option, value, match):
     with pytest.raises(ValueError, match=match):
         METHODS["srsoup"](**{option: value})
+
+
+@pytest.mark.parametrize("threshold", [1e-12, 0.9999, 1.0])
+def test_srsoup_adaptive_switch_counts_what_its_chains_did_within_its_bound(toy_backbone, threshold):
+    """switch=adaptive: a chain that leaves the soup draws the step's candidates (K_soup inside the window) and
+    queries every reward it weighs; the ledger is what the trace's phases say, never above the plan's bound; a
+    threshold no coefficient falls below leaves the fixed window's run unchanged."""
+    names = ["colorfulness", "brightness"]
+    weights = weight_grid(None, 4, names)  # L=5: 3 mixed chains
+    T, K, S, k_soup = 5, 2, 4, 4
+    opts = dict(num_candidates=K, soup_end_step=S, soup_candidate_factor=k_soup / K, seed=3)
+    adaptive, g, evals, rewards = run_group(
+        toy_backbone, "srsoup", names, weights, T, switch="adaptive", switch_threshold=threshold, **opts
+    )
+    bound = g.plan(T)
+    assert not bound.exact
+    nz = [sum(1 for x in w if x > 0) for w in weights]
+    drew = [r for r in adaptive.trace if r["phase"] != "soup"]
+    did = sum((k_soup if r["step"] < S else K) * nz[r["weight_idx"]] for r in drew)
+    assert int(adaptive.queries.sum()) == did == sum(r.queries for r in rewards.values()) <= bound.reward_queries
+    assert int(adaptive.evals.sum()) == evals <= bound.denoiser_evals
+    left = {r["weight_idx"] for r in adaptive.trace if r["step"] < S and r["phase"] == "weighted_sum"}
+    fixed, g_fixed, _, _ = run_group(toy_backbone, "srsoup", names, weights, T, **opts)
+    if threshold < 1e-6:  # nobody leaves: the fixed window's run
+        assert not left and int(adaptive.queries.sum()) == g_fixed.plan(T).reward_queries
+        assert torch.equal(adaptive.images, fixed.images)
+    else:  # every mixed chain leaves once its mean moves off the anchors'
+        assert left == {1, 2, 3} and did > g_fixed.plan(T).reward_queries

@@ -214,13 +214,14 @@ class SRSoup(WeightedSum):
     def plan(self, num_steps: int) -> Plan:
         if self.switch == "fixed":
             return super().plan(num_steps)
-        # Adaptive: a chain may leave the soup at any step; the bound is that no chain ever joins it.
-        saved = self.soup_end_step
-        self.soup_end_step = self.soup_start_step
+        # Adaptive: a chain may leave the soup at any step, and then draws the step's candidates like an anchor
+        # (K_soup inside the window); the bound is every chain having left before the first step.
+        saved = self._left
+        self._left = set(range(len(self.weights)))
         try:
             bound = super().plan(num_steps)
         finally:
-            self.soup_end_step = saved
+            self._left = saved
         bound.exact = False
         return bound
 
