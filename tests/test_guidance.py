@@ -9,7 +9,7 @@ import torch
 
 from srsoup.guidance import METHODS
 from srsoup.guidance.srsoup import corrected_directions
-from srsoup.guidance.steps import normalize_rewards, step_noise
+from srsoup.guidance.steps import compress_trick, keep_top, normalize_rewards, step_noise
 from srsoup.rewards.base import CountingReward
 from srsoup.rewards.colorfulness import Colorfulness
 from srsoup.rewards.jpeg import JpegCompressibility
@@ -385,3 +385,37 @@ def test_srsoup_adaptive_switch_counts_what_its_chains_did_within_its_bound(toy_
         assert torch.equal(adaptive.images, fixed.images)
     else:  # every mixed chain leaves once its mean moves off the anchors'
         assert left == {1, 2, 3} and did > g_fixed.plan(T).reward_queries
+
+
+def test_compress_tricks_normalize_only_candidates_above_the_target_size():
+    """The reference's compressibility normalization (sd15_aes_compress): candidates larger than the target get
+    z-scores among themselves (population std), the rest 0; one such candidate gets 1; none, candidate 0 gets 1.
+    The compressibility anchor keeps only its top weights."""
+    r = torch.tensor([-20.0, -10.0, -30.0, -16.0, -12.0], dtype=torch.float64)  # −kB
+    z = compress_trick(normalize_rewards(r), r, 15.0, "zscore")
+    big = r[[0, 2, 3]]
+    torch.testing.assert_close(z[[0, 2, 3]].double(), (big - big.mean()) / big.std(unbiased=False))
+    assert z[1] == z[4] == 0
+    one = torch.tensor([-10.0, -18.0, -12.0])
+    assert compress_trick(normalize_rewards(one), one, 15.0, "zscore").tolist() == [0.0, 1.0, 0.0]
+    none = torch.tensor([-10.0, -11.0, -12.0])
+    assert compress_trick(normalize_rewards(none), none, 15.0, "zscore").tolist() == [1.0, 0.0, 0.0]
+    assert keep_top(torch.tensor([0.3, -1.0, 2.0, 0.5, 0.1, -0.2]), 2).tolist() == [0, 0, 2.0, 0.5, 0, 0]
+
+
+def test_compress_tricks_steer_only_the_compressibility_anchor_in_the_soup(toy_backbone, monkeypatch):
+    """With every candidate above the target (0 kB) and the whole top kept, the tricks change nothing; keeping the
+    top sixth changes the compressibility anchor's chain and leaves the other anchor's as it was."""
+    monkeypatch.setattr(toy_backbone, "chunk_size", 1)  # rows alike whatever the batch (as for the anchors above)
+    names = ["colorfulness", "jpeg_compressibility"]
+    weights = weight_grid(None, 2, names)  # [[0,1],[.5,.5],[1,0]]
+    opts = dict(seed=3, num_candidates=6, soup_end_step=3)
+
+    def run(**tricks):
+        return run_group(toy_backbone, "srsoup", names, weights, 5, **opts, **tricks)[0].images
+
+    off = run()
+    torch.testing.assert_close(run(compress_tricks=True, compress_target_kb=0.0, compress_top_fraction=1.0), off)
+    top = run(compress_tricks=True, compress_target_kb=0.0)
+    torch.testing.assert_close(top[2], off[2], atol=1e-4, rtol=0)  # the colourfulness anchor
+    assert (top[0] - off[0]).abs().max() > 1e-2  # the compressibility anchor followed its top candidate only
