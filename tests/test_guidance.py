@@ -419,3 +419,20 @@ def test_compress_tricks_steer_only_the_compressibility_anchor_in_the_soup(toy_b
     top = run(compress_tricks=True, compress_target_kb=0.0)
     torch.testing.assert_close(top[2], off[2], atol=1e-4, rtol=0)  # the colourfulness anchor
     assert (top[0] - off[0]).abs().max() > 1e-2  # the compressibility anchor followed its top candidate only
+
+
+def test_srsoup_window_may_start_late_and_counts_exactly(toy_backbone):
+    """soup_start_step > 0: weighted-sum steps before the window, the soup inside it, weighted sum after."""
+    names = ["colorfulness", "brightness"]
+    weights = weight_grid(None, 2, names)  # L=3, nz=4
+    T, K, start, end = 5, 3, 1, 3
+    result, g, evals, rewards = run_group(
+        toy_backbone, "srsoup", names, weights, T, num_candidates=K, soup_start_step=start, soup_end_step=end
+    )
+    queries = (T - (end - start)) * K * 4 + (end - start) * K * 2
+    assert g.plan(T).reward_queries == queries == int(result.queries.sum())
+    assert sum(r.queries for r in rewards.values()) == queries and g.plan(T).denoiser_evals == evals
+    phases = {(r["step"], r["weight_idx"]): r["phase"] for r in result.trace}
+    after = ["weighted_sum"] * (T - end)
+    assert [phases[(s, 1)] for s in range(T)] == ["weighted_sum", "soup", "soup", *after]
+    assert [phases[(s, 0)] for s in range(T)] == ["weighted_sum", "soup_anchor", "soup_anchor", *after]
