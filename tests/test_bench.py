@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from srsoup import bench
-from srsoup.bench import analyse, execute, plan
+from srsoup.bench import analyse, execute, plan, reuse
 from srsoup.report.compare import PairedBootstrap, Yardstick
 from srsoup.tiny.grammar import HELD_OUT, parse_prompt
 
@@ -172,7 +172,7 @@ def test_quick_results_re_render_byte_for_byte(quick_results, tmp_path):
 
 
 def test_reuse_takes_runs_from_an_earlier_results_json_and_every_figure_comes_out_the_same(
-    quick_results, toy_model_dir, tmp_path, capsys
+    quick_results, toy_model_dir, tmp_path, capsys, monkeypatch
 ):
     """`--reuse FILE`: the runs recorded there are not run again (no run dirs needed), the others run, and the
     analysis (ratios, paired intervals, equal budgets, query efficiency) equals that of all runs together."""
@@ -219,6 +219,8 @@ def test_reuse_takes_runs_from_an_earlier_results_json_and_every_figure_comes_ou
             assert r[key] == old[key], (r["name"], key)
         assert bool(r.get("reused_from")) == ((r.get("same_as") or r.get("derived_from") or r["name"]) not in ran)
     assert "with `--reuse`" in (again / "results.md").read_text()
+    monkeypatch.chdir(tmp_path)  # a FILE inside the working directory is named relative to it, however given
+    assert reuse.load_reusable(tmp_path / "earlier.json", earlier["format"])[1]["file"] == "earlier.json"
     # a missing file: one line, exit 2, nothing written
     argv[argv.index(str(again))] = str(tmp_path / "never")
     argv[argv.index(str(tmp_path / "earlier.json"))] = str(tmp_path / "nope.json")

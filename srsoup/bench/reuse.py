@@ -33,8 +33,16 @@ def load_reusable(path: Path, fmt: int) -> tuple[dict[str, dict], dict]:
     records = {
         r["name"]: r for r in res.get("runs", []) if r.get("status") == "complete" and r.get("group_points")
     }
-    origin = {"file": str(path), "date": res.get("date"), "cpu": (res.get("machine") or {}).get("cpu")}
+    origin = {"file": shown_path(path), "date": res.get("date"), "cpu": (res.get("machine") or {}).get("cpu")}
     return records, origin
+
+
+def shown_path(path: Path) -> str:
+    """``path`` as results.md names it: relative to the working directory when inside it (no machine paths)."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def matching(
