@@ -359,8 +359,9 @@ def test_importance_options_are_checked(option, value, match):
         METHODS["srsoup"](**{option: value})
 
 
+@pytest.mark.parametrize("switch", ["adaptive", "adaptive_weighted"])
 @pytest.mark.parametrize("threshold", [1e-12, 0.9999, 1.0])
-def test_srsoup_adaptive_switch_counts_what_its_chains_did_within_its_bound(toy_backbone, threshold):
+def test_srsoup_adaptive_switch_counts_what_its_chains_did_within_its_bound(toy_backbone, threshold, switch):
     """switch=adaptive: a chain that leaves the soup draws the step's candidates (K_soup inside the window) and
     queries every reward it weighs; the ledger is what the trace's phases say, never above the plan's bound; a
     threshold no coefficient falls below leaves the fixed window's run unchanged."""
@@ -369,7 +370,7 @@ def test_srsoup_adaptive_switch_counts_what_its_chains_did_within_its_bound(toy_
     T, K, S, k_soup = 5, 2, 4, 4
     opts = dict(num_candidates=K, soup_end_step=S, soup_candidate_factor=k_soup / K, seed=3)
     adaptive, g, evals, rewards = run_group(
-        toy_backbone, "srsoup", names, weights, T, switch="adaptive", switch_threshold=threshold, **opts
+        toy_backbone, "srsoup", names, weights, T, switch=switch, switch_threshold=threshold, **opts
     )
     bound = g.plan(T)
     assert not bound.exact
@@ -436,3 +437,19 @@ def test_srsoup_window_may_start_late_and_counts_exactly(toy_backbone):
     after = ["weighted_sum"] * (T - end)
     assert [phases[(s, 1)] for s in range(T)] == ["weighted_sum", "soup", "soup", *after]
     assert [phases[(s, 0)] for s in range(T)] == ["weighted_sum", "soup_anchor", "soup_anchor", *after]
+
+
+@pytest.mark.parametrize("switch,left", [("adaptive", {1, 3}), ("adaptive_weighted", {3})])
+def test_adaptive_switches_weigh_the_anchors_as_documented(switch, left):
+    """Chain 1 (0.25/0.75) sits on the anchor it weighs 0.75 and far from the other; chain 3 (0.75/0.25) the other
+    way round; chain 2 (0.5/0.5) midway. `adaptive` takes the least overlap (both 1 and 3 leave at 0.8),
+    `adaptive_weighted` the w-weighted one (0.25·0.61 + 0.75·1 = 0.90 stays, 0.75·0.61 + 0.25·1 = 0.71 leaves)."""
+    from types import SimpleNamespace
+
+    g = METHODS["srsoup"](num_candidates=2, soup_end_step=None, switch=switch, switch_threshold=0.8)
+    g.setup(torch.tensor(weight_grid(None, 4, ["a", "b"]), dtype=torch.float64), ["a", "b"])
+    assert g.anchors == {0: 4, 1: 0}  # reward a's anchor is the last weight (1, 0)
+    mean = torch.tensor([0.0, 0.0, 1.0, 0.0, 2.0]).unsqueeze(1).repeat(1, 8)  # chain 2 midway between anchors
+    g.start_group()
+    g._update_switch(SimpleNamespace(step=0, dist=SimpleNamespace(mean=mean, sigma=torch.tensor(1.0))))
+    assert g._left == left

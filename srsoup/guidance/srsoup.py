@@ -9,7 +9,8 @@ Outside the window every chain is a weighted-sum chain. Anchors always step exac
 Mean corrections (DESIGN §1): ``reference`` ε̃ = ε_k + (μ_m − μ_w), rescaled per candidate to norm √d (the
 paper's code); ``exact`` ε̃ = ε_k + (μ_m − μ_w)/σ, so μ_w + σ·ε̃ is the anchor's candidate itself; ``off``.
 ``switch=adaptive`` (beyond the paper) lets each chain leave the soup once its per-dimension Bhattacharyya
-coefficient to an anchor it weighs falls below ``switch_threshold``, instead of one fixed step for all.
+coefficient to an anchor it weighs falls below ``switch_threshold``, instead of one fixed step for all;
+``switch=adaptive_weighted`` once the coefficients averaged with the chain's weights Σ_m w_m·BC_m fall below it.
 Also beyond the paper: ``soup_candidate_factor`` gives the anchors round(factor·K) candidates inside the window
 (the queries the soup saves can buy more candidates where they are shared), ``soup_end_step: null`` makes the
 window the whole chain, and ``extra_anchors`` makes some mixed weights of the grid anchors too (they draw and
@@ -29,7 +30,7 @@ from srsoup.guidance.steps import StepContext, anchor_rows, bhattacharyya, check
 from srsoup.guidance.weighted_sum import WeightedSum
 
 MEAN_CORRECTIONS = ("reference", "exact", "off")
-SWITCHES = ("fixed", "adaptive")
+SWITCHES = ("fixed", "adaptive", "adaptive_weighted")
 
 
 def corrected_directions(
@@ -226,14 +227,22 @@ class SRSoup(WeightedSum):
         return bound
 
     def _update_switch(self, ctx: StepContext) -> None:
-        if self.switch != "adaptive" or not self.in_window(ctx.step):
+        if self.switch == "fixed" or not self.in_window(ctx.step):
             return
         mean, sigma = ctx.dist.mean, ctx.dist.sigma
         for c in self.soup_chains(ctx.step):
-            bcs = [
-                bhattacharyya(mean[a], mean[c], sigma) for m, a in self.anchors.items() if self.weights[c, m] > 0
+            pairs = [
+                (float(self.weights[c, m]), bhattacharyya(mean[a], mean[c], sigma))
+                for m, a in self.anchors.items()
+                if self.weights[c, m] > 0
             ]
-            if bcs and min(bcs) < self.switch_threshold:
+            if not pairs:
+                continue
+            if self.switch == "adaptive":  # the anchor it overlaps least
+                overlap = min(bc for _, bc in pairs)
+            else:  # adaptive_weighted: each anchor as much as the chain weighs its reward
+                overlap = sum(w * bc for w, bc in pairs) / sum(w for w, _ in pairs)
+            if overlap < self.switch_threshold:
                 self._left.add(c)
 
     def step(self, ctx: StepContext) -> torch.Tensor:
