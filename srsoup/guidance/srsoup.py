@@ -26,7 +26,15 @@ from __future__ import annotations
 import torch
 
 from srsoup.guidance.base import Plan
-from srsoup.guidance.steps import StepContext, anchor_rows, bhattacharyya, check_choice, check_count
+from srsoup.guidance.steps import (
+    StepContext,
+    anchor_rows,
+    bhattacharyya,
+    check_choice,
+    check_count,
+    check_flag,
+    check_fraction,
+)
 from srsoup.guidance.weighted_sum import WeightedSum
 
 MEAN_CORRECTIONS = ("reference", "exact", "off")
@@ -121,14 +129,10 @@ class SRSoup(WeightedSum):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not isinstance(importance_weights, bool):
-            raise ValueError(f"guidance.importance_weights={importance_weights!r} must be true or false")
-        if isinstance(importance_min_ess, bool) or not 0 < importance_min_ess <= 1:
-            raise ValueError(
-                f"guidance.importance_min_ess={importance_min_ess} must be in (0, 1] (a fraction of K)"
-            )
-        self.importance_weights = importance_weights
-        self.importance_min_ess = float(importance_min_ess)
+        self.importance_weights = check_flag("guidance.importance_weights", importance_weights)
+        self.importance_min_ess = check_fraction(
+            "guidance.importance_min_ess", importance_min_ess, "a fraction of K"
+        )
         if isinstance(soup_candidate_factor, bool) or not (0 < soup_candidate_factor < float("inf")):
             raise ValueError(f"guidance.soup_candidate_factor={soup_candidate_factor} must be a number > 0")
         self.soup_candidate_factor = float(soup_candidate_factor)
@@ -148,9 +152,7 @@ class SRSoup(WeightedSum):
             raise ValueError(
                 f"soup window [{soup_start_step}, {soup_end_step}) is invalid: need 0 <= start <= end"
             )
-        if isinstance(switch_threshold, bool) or not 0 < switch_threshold <= 1:
-            raise ValueError(f"guidance.switch_threshold={switch_threshold} must be in (0, 1]")
-        self.switch_threshold = float(switch_threshold)
+        self.switch_threshold = check_fraction("guidance.switch_threshold", switch_threshold)
         self.anchors: dict[int, int] = {}
         self.sharers: dict[int, list[int]] = {}  # reward index → chains whose candidates it scores in the soup
         self._left: set[int] = set()

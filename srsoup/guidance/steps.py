@@ -28,6 +28,20 @@ def check_count(key: str, value, minimum: int, what: str) -> int:
     return value
 
 
+def check_flag(key: str, value) -> bool:
+    """A true/false option, or a ValueError naming the key and the value."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{key}={value!r} must be true or false")
+    return value
+
+
+def check_fraction(key: str, value, what: str = "") -> float:
+    """A number in (0, 1], or a ValueError naming the key, the value and (``what``) what it is a fraction of."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError(f"{key}={value} must be in (0, 1]" + (f" ({what})" if what else ""))
+    return float(value)
+
+
 def check_choice(key: str, value, valid) -> str:
     if value not in valid:
         raise ValueError(f"{key}={value!r}; valid: {', '.join(valid)}")

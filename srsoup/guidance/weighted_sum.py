@@ -13,6 +13,8 @@ from srsoup.guidance.steps import (
     NORMALIZERS,
     StepContext,
     check_choice,
+    check_flag,
+    check_fraction,
     compress_trick,
     keep_top,
     normalize_rewards,
@@ -41,16 +43,12 @@ class WeightedSum(Guidance):
                 f"guidance.num_candidates={num_candidates} must be even with guidance.antithetic=true"
             )
         self.antithetic = bool(antithetic)
-        if not isinstance(compress_tricks, bool):
-            raise ValueError(f"guidance.compress_tricks={compress_tricks!r} must be true or false")
+        self.compress_tricks = check_flag("guidance.compress_tricks", compress_tricks)
         if isinstance(compress_target_kb, bool) or not 0 <= compress_target_kb < float("inf"):
             raise ValueError(f"guidance.compress_target_kb={compress_target_kb} must be a number of kB >= 0")
-        if isinstance(compress_top_fraction, bool) or not 0 < compress_top_fraction <= 1:
-            raise ValueError(f"guidance.compress_top_fraction={compress_top_fraction} must be in (0, 1]")
-        self.compress_tricks = compress_tricks
         self.compress_reward = compress_reward
         self.compress_target_kb = compress_target_kb
-        self.compress_top_fraction = compress_top_fraction
+        self.compress_top_fraction = check_fraction("guidance.compress_top_fraction", compress_top_fraction)
 
     def candidate_plan(self, step: int, num_steps: int) -> list[tuple[int, torch.Tensor]]:
         return [(c, w > 0) for c, w in enumerate(self.weights)]
