@@ -264,10 +264,9 @@ def run_bench(s: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def print_plan(s: Settings, plan: Plan, totals: dict, reused: dict | None = None) -> None:
+def print_plan(s: Settings, plan: Plan, totals: dict, reused: dict) -> None:
     """Each planned run (size, queries and evals per group; a run identical to another, picked from another's
     samples or taken from ``--reuse`` marked) and the totals, and what is left to run when runs are taken."""
-    reused = reused or {}
     print(f"bench --setting {s.name}: T={s.steps}, K={s.candidates}, {totals['groups']} prompt x seed groups")
     print(f"  {'run':<34} {'size':>13} {'queries/group':>13} {'evals/group':>11}")
     for rd in [*plan.runs, *plan.mem_runs]:
