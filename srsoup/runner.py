@@ -127,9 +127,15 @@ def run_groups(spec: RunSpec, models: Models, out: RunDir, start: float) -> Path
     try:
         ledger.write("partial")
         for prompt_idx, seed in tqdm(todo, desc="groups", disable=not spec.progress, dynamic_ncols=True):
-            ledger.groups[group_key(prompt_idx, seed)] = run_group(spec, models, method, out, prompt_idx, seed)
+            entry = run_group(spec, models, method, out, prompt_idx, seed)
+            ledger.groups[group_key(prompt_idx, seed)] = entry
             complete += 1
             ledger.write("partial")
+            if not spec.progress:  # no bar: a line per group, e.g. in a bench child's log
+                log.info(
+                    "group %d of %d (prompt %d, seed %d) committed in %.1f s",
+                    complete, len(spec.groups), prompt_idx, seed, entry["wall_seconds"],
+                )
     except (KeyboardInterrupt, SystemExit) as err:
         # Ctrl-C, or a scheduler's preemption signal (submitit exits to requeue): partial, resumable as it is.
         ledger.close("partial", f"interrupted ({type(err).__name__})")

@@ -385,6 +385,7 @@ def test_child_process_reports_its_own_peak_rss(toy_model_dir, tmp_path):
     assert "error" not in side, (tmp_path / "srsoup.log").read_text()
     assert 0 < side["rss_after_imports_mb"] <= side["peak_rss_mb"]
     assert json.loads((tmp_path / "srsoup" / "summary.json").read_text())["status"] == "complete"
+    assert "group 1 of 1 (prompt 0, seed 0) committed in" in (tmp_path / "srsoup.log").read_text()  # progress
     again = execute.launch(plan.RunDef("srsoup", "srsoup", overrides), tmp_path, in_process=False)
     assert again["cached"] and again["peak_rss_mb"] == side["peak_rss_mb"]
 

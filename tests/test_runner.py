@@ -127,9 +127,12 @@ def test_resume_with_another_thread_count_warns(toy_cfg, tmp_path, caplog):
         runner.run(toy_cfg("seeds=[0]"), tmp_path / "r")
         groups = json.loads((tmp_path / "r" / "summary.json").read_text())["groups"]
         assert [g["torch_threads"] for g in groups.values()] == [1]
-        with caplog.at_level("WARNING", logger="srsoup"):
+        with caplog.at_level("INFO", logger="srsoup"):
             runner.run(toy_cfg("seeds=[0,1]"), tmp_path / "r")  # same thread count: no warning
         assert "torch threads" not in caplog.text
+        # Without a progress bar, a line per group committed here (the resumed one is counted, not run).
+        assert "group 2 of 2 (prompt 0, seed 1) committed in" in caplog.text
+        assert "group 1 of 2" not in caplog.text
         torch.set_num_threads(2)
         with caplog.at_level("WARNING", logger="srsoup"):
             runner.run(toy_cfg("seeds=[0,1,2]"), tmp_path / "r")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import platform
 import resource
@@ -65,6 +66,8 @@ def execute(job: dict) -> dict:
 def child_main(job_path: str) -> int:
     """Entry of a child process: run the job, write its figures next to it, exit non-zero on failure."""
     job = json.loads(Path(job_path).read_text())
+    # The run's INFO lines (budget fitted, resumed, each group committed) go to the child's log.
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s")
     if job.get("threads"):
         import torch
 
