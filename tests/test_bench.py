@@ -330,6 +330,28 @@ def test_analysis_without_the_yardstick_runs_or_weighted_sum_says_so():
     assert no_ws["query_efficiency"] == [] and "hv_ratio_ws" not in records[4]
 
 
+def test_equal_budget_takes_weighted_sum_at_k_as_its_largest_budget_run():
+    """`--only` without weighted_sum_B{K}: weighted_sum at K (the same queries) fills that budget's cells."""
+    rng = np.random.default_rng(3)
+    records = [
+        *_synthetic(rng),
+        _record("weighted_sum_B200", "weighted_sum", _front(rng, 0.0), 200, "weighted_sum"),
+        _record("best_of_n_B400", "best_of_n", _front(rng, 0.2), 400, "best_of_n"),
+    ]
+    meta = {"budgets": [200, 400], "low_budgets": [], "curves": ["weighted_sum", "srsoup_x", "best_of_n"], "K": 4}
+    rows = {row["curve"]: row["cells"] for row in analyse.analyse(records, meta, n_boot=50)["equal_budget"]}
+    by_name = {r["name"]: r for r in records}
+    assert rows["weighted_sum"]["400"]["name"] == "weighted_sum" and rows["weighted_sum"]["200"]["over_ws"] == 1
+    best = rows["best_of_n"]["400"]
+    assert best["over_ws"] == by_name["best_of_n_B400"]["hv_ratio_ws"] != 1
+    assert best["over_ws_ci95"] == by_name["best_of_n_B400"]["hv_ratio_ws_ci95"]
+    # Any curve's run at K that spends exactly a budget is its cell there, against weighted_sum at that budget.
+    assert list(rows["srsoup_x"]) == ["200"] and rows["srsoup_x"]["200"]["name"] == "srsoup_x"
+    assert rows["srsoup_x"]["200"]["over_ws"] == pytest.approx(
+        by_name["srsoup_x"]["hypervolume"] / by_name["weighted_sum_B200"]["hypervolume"]
+    )
+
+
 # --- plan, templates and the command line -----------------------------------------------------------------------
 def test_templates_variants_and_prompts():
     assert plan.template_value("2/5 T", 20, 8) == 8 and plan.template_value("2/5 T", 50, 16) == 20

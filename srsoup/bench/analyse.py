@@ -268,7 +268,7 @@ def equal_budget(ok: list[dict], meta: dict, ratios: PairedRatios) -> list[dict]
     for curve in meta["curves"]:
         cells = {}
         for b in all_budgets(meta):
-            r, w = by_name.get(f"{curve}_B{b}"), by_name.get(f"weighted_sum_B{b}")
+            r, w = at_budget(by_name, curve, b), at_budget(by_name, "weighted_sum", b)
             if r is None:
                 continue
             cell = {k: r.get(k) for k in CELL_KEYS}
@@ -278,6 +278,16 @@ def equal_budget(ok: list[dict], meta: dict, ratios: PairedRatios) -> list[dict]
             cells[str(b)] = cell
         rows.append({"curve": curve, "cells": cells})
     return rows
+
+
+def at_budget(by_name: dict[str, dict], curve: str, budget: int) -> dict | None:
+    """The curve's run at budget B: its ``_B{B}`` run, else its run at K when that spends exactly B per group
+    (weighted_sum at K is its largest budget's run; the bench runs it alone when ``--only`` leaves that out)."""
+    r = by_name.get(f"{curve}_B{budget}")
+    at_k = by_name.get(curve)
+    if r is None and at_k is not None and at_k.get("reward_queries_per_group") == budget:
+        return at_k
+    return r
 
 
 CHEAPEST_KEYS = ("name", "size", "query_ratio_ws", "hv_ratio_ws", "hv_ratio_ws_ci95")
