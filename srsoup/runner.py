@@ -134,7 +134,11 @@ def run_groups(spec: RunSpec, models: Models, out: RunDir, start: float) -> Path
             if not spec.progress:  # no bar: a line per group, e.g. in a bench child's log
                 log.info(
                     "group %d of %d (prompt %d, seed %d) committed in %.1f s",
-                    complete, len(spec.groups), prompt_idx, seed, entry["wall_seconds"],
+                    complete,
+                    len(spec.groups),
+                    prompt_idx,
+                    seed,
+                    entry["wall_seconds"],
                 )
     except (KeyboardInterrupt, SystemExit) as err:
         # Ctrl-C, or a scheduler's preemption signal (submitit exits to requeue): partial, resumable as it is.

@@ -104,6 +104,12 @@ def _parser() -> argparse.ArgumentParser:
         "--render-only", type=Path, metavar="DIR", help="re-render DIR/results.json into --out (or DIR)"
     )
     p.add_argument(
+        "--reanalyse",
+        action="store_true",
+        help="with --render-only: compute the analysis again from the runs' per-group rewards with this version "
+        "(yardstick, ratios, intervals, tables) and write results.json too",
+    )
+    p.add_argument(
         "--reuse",
         type=Path,
         metavar="FILE",
@@ -207,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit_.code or 0)
     try:
         if args.render_only:
-            return render_only(args.render_only, args.out or args.render_only)
+            return render_only(args.render_only, args.out or args.render_only, args.reanalyse)
         args.out = args.out or Path("bench") / settings.name
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -423,8 +429,9 @@ def write_outputs(res: dict, out: Path) -> None:
     print(md)
 
 
-def render_only(source: Path, out: Path | None = None) -> int:
-    """results.md and queries_vs_hv.png again from SOURCE/results.json (into ``out``, default SOURCE)."""
+def render_only(source: Path, out: Path | None = None, reanalyse: bool = False) -> int:
+    """results.md and queries_vs_hv.png again from SOURCE/results.json (into ``out``, default SOURCE); with
+    ``reanalyse``, the analysis again from the stored groups first, and results.json too."""
     from srsoup.bench.render import markdown, plot
     from srsoup.errors import SrsoupError
 
@@ -437,11 +444,30 @@ def render_only(source: Path, out: Path | None = None) -> int:
             f"format {FORMAT} (run `srsoup bench` again; the results.md beside it stands as written)"
         )
     out = out or source
+    if reanalyse:
+        write_outputs(reanalysed(res, source), out)
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(markdown(res))
     plot(res, out / "queries_vs_hv.png")
     print(f"wrote {out / 'results.md'} and {out / 'queries_vs_hv.png'}")
     return 0
+
+
+def reanalysed(res: dict, source: Path) -> dict:
+    """``res`` with its analysis computed again by this version from the runs' ``group_points``."""
+    from srsoup.bench.analyse import analyse
+    from srsoup.bench.reuse import regrouped
+    from srsoup.errors import SrsoupError
+
+    runs = [regrouped(r) for r in res["runs"]]
+    bare = [r["name"] for r in runs if r.get("status") == "complete" and "_groups" not in r]
+    if bare:
+        raise SrsoupError(
+            f"--reanalyse {source}: no group_points for {', '.join(bare)} (run `srsoup bench` again)"
+        )
+    resamples = res.get("analysis", {}).get("bootstrap", {}).get("resamples", 1000)
+    return {**res, "runs": runs, "analysis": analyse(runs, res["meta"], resamples)}
 
 
 def _jsonable(v):

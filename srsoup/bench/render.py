@@ -122,10 +122,10 @@ def _all_runs(res: dict) -> list[str]:
 
 
 def _equal_budget(res: dict) -> list[str]:
-    rows_in = res["analysis"]["equal_budget"]
+    rows_in = [row for row in res["analysis"]["equal_budget"] if row["cells"]]
+    if all(row["curve"] == "weighted_sum" for row in rows_in):
+        return []  # nothing ran at a budget to compare with weighted_sum
     budgets = sorted({int(b) for row in rows_in for b in row["cells"]})
-    if not budgets:
-        return []
     header = ["method"] + [h for b in budgets for h in (f"B={b}: size", "evals", "HV, / WS at B (95% CI)")]
     rows = []
     for row in rows_in:

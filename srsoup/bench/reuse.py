@@ -75,10 +75,16 @@ def matching(
 
 
 def revive(rec: dict, origin: dict) -> dict:
+    """A record taken from another results.json, ready for this benchmark's analysis and marked as taken."""
+    return {**regrouped(rec), "cached": True, "reused_from": origin}
+
+
+def regrouped(rec: dict) -> dict:
     """A record of results.json as the analysis takes it: groups as arrays, the earlier figures dropped."""
     keep = {k: v for k, v in rec.items() if k not in ANALYSIS_KEYS and k != "group_points"}
-    groups = {k: np.asarray(v, dtype=float) for k, v in rec["group_points"].items()}
-    return {**keep, "_groups": groups, "cached": True, "reused_from": origin}
+    if "group_points" in rec:
+        keep["_groups"] = {k: np.asarray(v, dtype=float) for k, v in rec["group_points"].items()}
+    return keep
 
 
 #: Figures the analysis recomputes (against this benchmark's yardstick and weighted_sum), never carried over.
