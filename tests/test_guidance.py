@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from srsoup.guidance import METHODS
-from srsoup.guidance.srsoup import corrected_directions
+from srsoup.guidance.srsoup import corrected_directions, soup_weights
 from srsoup.guidance.steps import compress_trick, keep_top, normalize_rewards, step_noise
 from srsoup.rewards.base import CountingReward
 from srsoup.rewards.colorfulness import Colorfulness
@@ -346,12 +346,32 @@ def test_importance_weights_change_only_the_soup_chains_and_no_count(toy_backbon
     torch.testing.assert_close(on1.images, off1.images, atol=1e-3, rtol=0)  # batched float rounding only
 
 
+def test_soup_weight_power_is_the_soup_run_at_the_tilted_weight(toy_backbone):
+    # A soup chain with power γ steps as a power-1 soup chain at the weight w^γ/Σw^γ would; with the whole chain
+    # as window nothing else uses the weight, so the two runs' images agree (rewards continuous in the image).
+    names = ["colorfulness", "brightness"]
+    common = dict(num_candidates=4, soup_end_step=None, mean_correction="exact")
+    tilted = [0.2**0.5 / (0.2**0.5 + 0.8**0.5), 0.8**0.5 / (0.2**0.5 + 0.8**0.5)]
+    power, *_ = run_group(
+        toy_backbone, "srsoup", names, [[1, 0], [0.2, 0.8], [0, 1]], 4, seed=2, soup_weight_power=0.5, **common
+    )
+    plain, *_ = run_group(toy_backbone, "srsoup", names, [[1, 0], tilted, [0, 1]], 4, seed=2, **common)
+    torch.testing.assert_close(power.images, plain.images, atol=1e-4, rtol=0)
+    untilted, *_ = run_group(toy_backbone, "srsoup", names, [[1, 0], [0.2, 0.8], [0, 1]], 4, seed=2, **common)
+    assert float((untilted.images[1] - power.images[1]).abs().max()) > 1e-2
+    torch.testing.assert_close(untilted.images[0], power.images[0], atol=1e-6, rtol=0)  # anchors unchanged
+    assert soup_weights(torch.tensor([0.0, 0.25, 0.75]), 1.0).tolist() == [0.0, 0.25, 0.75]
+    torch.testing.assert_close(soup_weights(torch.tensor([0.0, 0.25, 0.75]), 2.0), torch.tensor([0.0, 0.1, 0.9]))
+
+
 @pytest.mark.parametrize(
     "option,value,match",
     [
         ("importance_min_ess", 0.0, r"importance_min_ess=0.0 must be in \(0, 1\]"),
         ("importance_min_ess", 1.5, r"importance_min_ess=1.5 must be in \(0, 1\]"),
         ("importance_weights", "yes", r"importance_weights='yes' must be true or false"),
+        ("soup_weight_power", 0.0, r"soup_weight_power=0.0 must be a number > 0"),
+        ("soup_weight_power", True, r"soup_weight_power=True must be a number > 0"),
     ],
 )
 def test_importance_options_are_checked(option, value, match):

@@ -18,7 +18,10 @@ score their own candidates under every reward they weigh); a soup chain then
 reuses, for each reward, the candidates of the sharer of that reward whose step mean is nearest its own.
 ``importance_weights`` (beyond the paper) weighs each reused candidate by how likely it is under the soup chain's
 own step distribution, self-normalized, and tempers those weights when their effective sample size falls below
-``importance_min_ess``·K (``importance_weighted``).
+``importance_min_ess``·K (``importance_weighted``). ``soup_weight_power`` γ (beyond the paper) has a soup chain
+combine the anchors' gradients with weights ∝ w_m^γ instead of w_m (``soup_weights``): γ < 1 moves the mixed chains
+towards the middle of the trade-off, which the reused rewards, scored far from the chain, leave too close to their
+dominant reward.
 """
 
 from __future__ import annotations
@@ -110,6 +113,15 @@ def importance_weighted(z: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return (k * weights * (z64 - mean_w) * scale).to(z.dtype)
 
 
+def soup_weights(weight: torch.Tensor, power: float) -> torch.Tensor:
+    """The weights a soup chain combines the anchors' gradients with: w_m^γ renormalized to sum to 1
+    (``soup_weight_power`` γ; γ = 1 returns w itself, zero weights stay zero)."""
+    if power == 1.0:
+        return weight
+    tilted = torch.where(weight > 0, weight.clamp(min=0) ** power, torch.zeros_like(weight))
+    return tilted / tilted.sum()
+
+
 class SRSoup(WeightedSum):
     name = "srsoup"
     step_options = ("soup_start_step", "soup_end_step")
@@ -126,6 +138,7 @@ class SRSoup(WeightedSum):
         extra_anchors: list[list[float]] | None = None,
         importance_weights: bool = False,
         importance_min_ess: float = 0.5,
+        soup_weight_power: float = 1.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -136,6 +149,9 @@ class SRSoup(WeightedSum):
         if isinstance(soup_candidate_factor, bool) or not (0 < soup_candidate_factor < float("inf")):
             raise ValueError(f"guidance.soup_candidate_factor={soup_candidate_factor} must be a number > 0")
         self.soup_candidate_factor = float(soup_candidate_factor)
+        if isinstance(soup_weight_power, bool) or not (0 < soup_weight_power < float("inf")):
+            raise ValueError(f"guidance.soup_weight_power={soup_weight_power} must be a number > 0")
+        self.soup_weight_power = float(soup_weight_power)
         k_soup = max(1, int(self.soup_candidate_factor * self.num_candidates + 0.5))
         self.soup_num_candidates = k_soup + (k_soup % 2 if self.antithetic else 0)  # pairs stay whole
         self.extra_anchors = [[float(x) for x in row] for row in (extra_anchors or [])]
@@ -184,6 +200,7 @@ class SRSoup(WeightedSum):
             "soup_candidate_factor": self.soup_candidate_factor,
             "soup_num_candidates": self.soup_num_candidates,
             "importance_weights": self.importance_weights,
+            "soup_weight_power": self.soup_weight_power,
         }
 
     def step_candidates(self, step: int, num_steps: int) -> int:
@@ -258,7 +275,7 @@ class SRSoup(WeightedSum):
         phases = []
         for c in range(len(self.weights)):
             if c in soup:
-                for m, w in enumerate(self.weights[c].tolist()):
+                for m, w in enumerate(soup_weights(self.weights[c], self.soup_weight_power).tolist()):
                     if w > 0:
                         a = self.nearest_sharer(m, c, mean)
                         tilde = corrected_directions(eps, mean[a], mean[c], sigma, self.mean_correction)
