@@ -372,6 +372,8 @@ def test_soup_weight_power_is_the_soup_run_at_the_tilted_weight(toy_backbone):
         ("importance_weights", "yes", r"importance_weights='yes' must be true or false"),
         ("soup_weight_power", 0.0, r"soup_weight_power=0.0 must be a number > 0"),
         ("soup_weight_power", True, r"soup_weight_power=True must be a number > 0"),
+        ("soup_weight_power", "abc", r"soup_weight_power='abc' must be a number > 0"),
+        ("soup_candidate_factor", "abc", r"soup_candidate_factor='abc' must be a number > 0"),
     ],
 )
 def test_importance_options_are_checked(option, value, match):

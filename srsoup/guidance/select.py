@@ -14,11 +14,9 @@ steps as unguided sampling.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from srsoup.guidance.steps import StepContext, check_choice, step_generator
+from srsoup.guidance.steps import StepContext, check_choice, check_positive, step_generator
 from srsoup.guidance.weighted_sum import WeightedSum
 
 SELECTIONS = ("greedy", "softmax")
@@ -32,9 +30,7 @@ class Select(WeightedSum):
     def __init__(self, *, selection: str = "greedy", alpha: float = 1.0, **kwargs):
         super().__init__(**kwargs)
         self.selection = check_choice("guidance.selection", selection, SELECTIONS)
-        if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not (0 < alpha < math.inf):
-            raise ValueError(f"guidance.alpha={alpha!r} must be a number > 0 (softmax temperature)")
-        self.alpha = float(alpha)
+        self.alpha = check_positive("guidance.alpha", alpha, "softmax temperature")
 
     def summary_fields(self) -> dict:
         return {**super().summary_fields(), "selection": self.selection, "alpha": self.alpha}

@@ -37,6 +37,7 @@ from srsoup.guidance.steps import (
     check_count,
     check_flag,
     check_fraction,
+    check_positive,
 )
 from srsoup.guidance.weighted_sum import WeightedSum
 
@@ -118,7 +119,7 @@ def soup_weights(weight: torch.Tensor, power: float) -> torch.Tensor:
     (``soup_weight_power`` γ; γ = 1 returns w itself, zero weights stay zero)."""
     if power == 1.0:
         return weight
-    tilted = torch.where(weight > 0, weight.clamp(min=0) ** power, torch.zeros_like(weight))
+    tilted = weight**power  # the grid's weights are >= 0 and power > 0: zeros stay zero
     return tilted / tilted.sum()
 
 
@@ -146,12 +147,8 @@ class SRSoup(WeightedSum):
         self.importance_min_ess = check_fraction(
             "guidance.importance_min_ess", importance_min_ess, "a fraction of K"
         )
-        if isinstance(soup_candidate_factor, bool) or not (0 < soup_candidate_factor < float("inf")):
-            raise ValueError(f"guidance.soup_candidate_factor={soup_candidate_factor} must be a number > 0")
-        self.soup_candidate_factor = float(soup_candidate_factor)
-        if isinstance(soup_weight_power, bool) or not (0 < soup_weight_power < float("inf")):
-            raise ValueError(f"guidance.soup_weight_power={soup_weight_power} must be a number > 0")
-        self.soup_weight_power = float(soup_weight_power)
+        self.soup_candidate_factor = check_positive("guidance.soup_candidate_factor", soup_candidate_factor)
+        self.soup_weight_power = check_positive("guidance.soup_weight_power", soup_weight_power)
         k_soup = max(1, int(self.soup_candidate_factor * self.num_candidates + 0.5))
         self.soup_num_candidates = k_soup + (k_soup % 2 if self.antithetic else 0)  # pairs stay whole
         self.extra_anchors = [[float(x) for x in row] for row in (extra_anchors or [])]

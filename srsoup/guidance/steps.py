@@ -42,6 +42,13 @@ def check_fraction(key: str, value, what: str = "") -> float:
     return float(value)
 
 
+def check_positive(key: str, value, what: str = "") -> float:
+    """A finite number > 0, or a ValueError naming the key, the value and (``what``) what it is."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise ValueError(f"{key}={value!r} must be a number > 0" + (f" ({what})" if what else ""))
+    return float(value)
+
+
 def check_choice(key: str, value, valid) -> str:
     if value not in valid:
         raise ValueError(f"{key}={value!r}; valid: {', '.join(valid)}")
