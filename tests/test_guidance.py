@@ -364,9 +364,55 @@ def test_soup_weight_power_is_the_soup_run_at_the_tilted_weight(toy_backbone):
     torch.testing.assert_close(soup_weights(torch.tensor([0.0, 0.25, 0.75]), 2.0), torch.tensor([0.0, 0.1, 0.9]))
 
 
+def test_soup_cross_score_counts_and_steps_as_documented(toy_backbone):
+    """soup_cross_score: the anchors score their soup candidates under every reward the soup chains weigh (M·M·K
+    queries a soup step with M anchors) and still step as single-reward guidance; a soup chain weighs anchor m's
+    candidates with its own weighted sum Σ_r w_r z_r. An adaptive switch's bound counts the cross-scoring too."""
+    names = ["colorfulness", "brightness"]
+    weights = weight_grid(None, 4, names)  # L=5: 3 mixed chains weighing both rewards, nz=8
+    T, K, S = 4, 3, 3
+    opts = dict(num_candidates=K, soup_end_step=S, seed=5)
+    cross, g, evals, rewards = run_group(toy_backbone, "srsoup", names, weights, T, soup_cross_score=True, **opts)
+    plain, *_ = run_group(toy_backbone, "srsoup", names, weights, T, **opts)
+    queries = S * 2 * 2 * K + (T - S) * K * 8
+    assert (
+        g.plan(T).reward_queries == queries == int(cross.queries.sum()) == sum(r.queries for r in rewards.values())
+    )
+    assert g.plan(T).reward_queries_by_reward == cross.queries_by_reward == {n: queries // 2 for n in names}
+    assert g.plan(T).denoiser_evals == evals
+    for c in (0, len(weights) - 1):  # anchors: single-reward guidance whatever else they score
+        torch.testing.assert_close(cross.images[c], plain.images[c], atol=1e-6, rtol=0)
+    assert float((cross.images[1:-1] - plain.images[1:-1]).abs().max()) > 1e-2
+    assert g.summary_fields()["soup_cross_score"] is True
+
+    # An adaptive switch: the bound holds every chain drawing its own and the anchors cross-scoring throughout.
+    adaptive, g_adaptive, _, rewards = run_group(
+        toy_backbone,
+        "srsoup",
+        names,
+        weights,
+        T,
+        soup_cross_score=True,
+        switch="adaptive",
+        switch_threshold=0.9999,
+        **opts,
+    )
+    assert (
+        int(adaptive.queries.sum())
+        == sum(r.queries for r in rewards.values())
+        <= g_adaptive.plan(T).reward_queries
+    )
+    assert g_adaptive.plan(T).reward_queries == S * (2 * 2 + 3 * 2) * K + (T - S) * K * 8
+
+    z = {(0, 0): torch.tensor([1.0, -1.0]), (0, 1): torch.tensor([0.5, -0.5])}
+    g.weights = torch.tensor([[1.0, 0.0], [0.25, 0.75], [0.0, 1.0]], dtype=torch.float64)
+    torch.testing.assert_close(g.pool_rewards(z, 0, 0, 1), torch.tensor([0.625, -0.625]))
+
+
 @pytest.mark.parametrize(
     "option,value,match",
     [
+        ("soup_cross_score", "yes", r"soup_cross_score='yes' must be true or false"),
         ("importance_min_ess", 0.0, r"importance_min_ess=0.0 must be in \(0, 1\]"),
         ("importance_min_ess", 1.5, r"importance_min_ess=1.5 must be in \(0, 1\]"),
         ("importance_weights", "yes", r"importance_weights='yes' must be true or false"),

@@ -21,7 +21,10 @@ own step distribution, self-normalized, and tempers those weights when their eff
 ``importance_min_ess``·K (``importance_weighted``). ``soup_weight_power`` γ (beyond the paper) has a soup chain
 combine the anchors' gradients with weights ∝ w_m^γ instead of w_m (``soup_weights``): γ < 1 moves the mixed chains
 towards the middle of the trade-off, which the reused rewards, scored far from the chain, leave too close to their
-dominant reward.
+dominant reward. ``soup_cross_score`` (beyond the paper) has the anchors score their soup candidates under every
+reward a soup chain weighs, and a soup chain weigh anchor m's candidates with its own weighted sum
+Σ_r w_r·z_{m,k,r} instead of z_{m,k,m} (``pool_rewards``): it then sees what a step towards one reward costs the
+others.
 """
 
 from __future__ import annotations
@@ -140,6 +143,7 @@ class SRSoup(WeightedSum):
         importance_weights: bool = False,
         importance_min_ess: float = 0.5,
         soup_weight_power: float = 1.0,
+        soup_cross_score: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -149,6 +153,7 @@ class SRSoup(WeightedSum):
         )
         self.soup_candidate_factor = check_positive("guidance.soup_candidate_factor", soup_candidate_factor)
         self.soup_weight_power = check_positive("guidance.soup_weight_power", soup_weight_power)
+        self.soup_cross_score = check_flag("guidance.soup_cross_score", soup_cross_score)
         k_soup = max(1, int(self.soup_candidate_factor * self.num_candidates + 0.5))
         self.soup_num_candidates = k_soup + (k_soup % 2 if self.antithetic else 0)  # pairs stay whole
         self.extra_anchors = [[float(x) for x in row] for row in (extra_anchors or [])]
@@ -169,6 +174,7 @@ class SRSoup(WeightedSum):
         self.anchors: dict[int, int] = {}
         self.sharers: dict[int, list[int]] = {}  # reward index → chains whose candidates it scores in the soup
         self._left: set[int] = set()
+        self._bounding = False  # planning an adaptive switch's bound: every chain may draw, and be in the soup
 
     def setup(self, weights: torch.Tensor, reward_names: list[str]) -> None:
         super().setup(weights, reward_names)
@@ -198,6 +204,7 @@ class SRSoup(WeightedSum):
             "soup_num_candidates": self.soup_num_candidates,
             "importance_weights": self.importance_weights,
             "soup_weight_power": self.soup_weight_power,
+            "soup_cross_score": self.soup_cross_score,
         }
 
     def step_candidates(self, step: int, num_steps: int) -> int:
@@ -216,14 +223,29 @@ class SRSoup(WeightedSum):
 
     def soup_chains(self, step: int) -> list[int]:
         """Non-anchor chains that reuse the anchors' rewards at this step."""
-        if not self.in_window(step):
+        if not self.in_window(step) or self._bounding:
             return []
         anchors = self.anchor_chains
         return [c for c in range(len(self.weights)) if c not in anchors and c not in self._left]
 
+    def cross_rewards(self, step: int) -> torch.Tensor:
+        """Rewards [M] the sharers score their candidates under beside their own (``soup_cross_score``): every
+        reward a chain in the soup weighs at this step (while bounding an adaptive plan, any chain that may be)."""
+        if not self.soup_cross_score or not self.in_window(step):
+            return torch.zeros(len(self.reward_names), dtype=torch.bool)
+        anchors = self.anchor_chains
+        chains = (
+            [c for c in range(len(self.weights)) if c not in anchors] if self._bounding else self.soup_chains(step)
+        )
+        return (self.weights[chains] > 0).any(0)
+
     def candidate_plan(self, step: int, num_steps: int) -> list[tuple[int, torch.Tensor]]:
         soup = set(self.soup_chains(step))
-        return [(c, w > 0) for c, w in enumerate(self.weights) if c not in soup]
+        cross = self.cross_rewards(step)
+        sharers = self.anchor_chains
+        return [
+            (c, (w > 0) | cross if c in sharers else w > 0) for c, w in enumerate(self.weights) if c not in soup
+        ]
 
     def phase(self, step: int, num_steps: int) -> str:
         return "soup" if self.in_window(step) else "weighted_sum"
@@ -232,13 +254,13 @@ class SRSoup(WeightedSum):
         if self.switch == "fixed":
             return super().plan(num_steps)
         # Adaptive: a chain may leave the soup at any step, and then draws the step's candidates like an anchor
-        # (K_soup inside the window); the bound is every chain having left before the first step.
-        saved = self._left
-        self._left = set(range(len(self.weights)))
+        # (K_soup inside the window); the bound is every chain drawing its own at every step, and with
+        # soup_cross_score the sharers scoring every reward a chain in the soup could weigh.
+        self._bounding = True
         try:
             bound = super().plan(num_steps)
         finally:
-            self._left = saved
+            self._bounding = False
         bound.exact = False
         return bound
 
@@ -276,7 +298,7 @@ class SRSoup(WeightedSum):
                     if w > 0:
                         a = self.nearest_sharer(m, c, mean)
                         tilde = corrected_directions(eps, mean[a], mean[c], sigma, self.mean_correction)
-                        zm = z[(a, m)]
+                        zm = self.pool_rewards(z, a, m, c)
                         if self.importance_weights:
                             log_ratio = importance_log_ratios(eps, mean[a], mean[c], sigma)
                             rho, _, _ = tempered_weights(log_ratio, self.importance_min_ess)
@@ -290,6 +312,14 @@ class SRSoup(WeightedSum):
                 phases.append(("soup_anchor" if is_anchor else "weighted_sum") if in_window else "weighted_sum")
         ctx.stats.phase = phases
         return ctx.move(mean, g)
+
+    def pool_rewards(self, z: dict, sharer: int, m: int, chain: int) -> torch.Tensor:
+        """The normalized rewards [K] a soup chain weighs the sharer's candidates with for its reward ``m``: z_m,
+        or with ``soup_cross_score`` the chain's weighted sum Σ_r w_r z_r of every reward the sharer scored them
+        under."""
+        if not self.soup_cross_score:
+            return z[(sharer, m)]
+        return sum(w * z[(sharer, r)] for r, w in enumerate(self.weights[chain].tolist()) if w > 0)
 
     def nearest_sharer(self, m: int, chain: int, mean: torch.Tensor) -> int:
         """The chain whose scored candidates of reward ``m`` a soup chain reuses: the one-hot anchor, or with
