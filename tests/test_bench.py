@@ -229,6 +229,55 @@ def test_reuse_takes_runs_from_an_earlier_results_json_and_every_figure_comes_ou
     assert len(err.splitlines()) == 1 and "nope.json" in err and not (tmp_path / "never").exists()
 
 
+def test_merge_of_shards_equals_the_groups_run_together(toy_model_dir, tmp_path, capsys):
+    """`--merge A --merge B`: two shards of a setting (seed 0, seed 1) give the figures of one benchmark over both
+    groups (fronts, hypervolumes, ratios and paired intervals, counts); a group in both, another setting, or no
+    --out is one line and exit 2, and nothing is written."""
+    argv = ["--quick", "--in-process", "--no-overhead", "--mem-candidates", "", "--methods", "weighted_sum,srsoup"]
+    argv += [
+        "--budget-ks",
+        "4",
+        "--low-budgets",
+        "",
+        "--only",
+        "srsoup_paper",
+        f"model.pretrained={toy_model_dir}",
+    ]
+    for name, seeds in (("a", "[0]"), ("b", "[1]"), ("together", "[0,1]")):
+        assert bench.main([*argv, "--out", str(tmp_path / name), f"seeds={seeds}"]) == 0
+    assert (
+        bench.main(["--merge", str(tmp_path / "a"), "--merge", str(tmp_path / "b"), "--out", str(tmp_path / "m")])
+        == 0
+    )
+    merged, together = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("m", "together"))
+    assert merged["settings"]["seed_values"] == [0, 1] and merged["analysis"]["bootstrap"]["groups"] == 2
+    assert [r["name"] for r in merged["runs"]] == [r["name"] for r in together["runs"]]
+    for r in merged["runs"]:
+        t = _runs(together)[r["name"]]
+        assert r["group_points"] == t["group_points"], r["name"]
+        for key in ("groups", "reward_queries", "denoiser_evals", "reward_queries_by_reward", "counts_match_plan"):
+            assert r[key] == t[key], (r["name"], key)
+        for key in ("points", "hypervolume", "hv_ratio_ws", "hv_ratio_ws_ci95", "adherence_mixed"):
+            np.testing.assert_allclose(np.array(r[key], dtype=float), np.array(t[key], dtype=float), rtol=1e-9)
+    md = (tmp_path / "m" / "results.md").read_text()
+    assert (
+        "12 prompts" not in md
+        and "1 prompts × 2 seeds (2 groups)" in md
+        and "Merged with `srsoup bench --merge`" in md
+    )
+    capsys.readouterr()
+    for bad, said in (
+        (["--merge", str(tmp_path / "a"), "--merge", str(tmp_path / "a")], "is in"),
+        (["--merge", str(tmp_path / "a"), "--merge", str(ROOT / "bench" / "t20_s23")], "steps=20"),
+    ):
+        assert bench.main([*bad, "--out", str(tmp_path / "never")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and said in err, err
+    assert bench.main(["--merge", str(tmp_path / "a"), "--merge", str(tmp_path / "b")]) == 2
+    assert "--merge needs --out" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+
+
 def _without_seconds(tree):
     if isinstance(tree, dict):
         return {k: _without_seconds(v) for k, v in tree.items() if k != "wall_seconds"}

@@ -55,6 +55,8 @@ EXAMPLES = """examples:
                                       results.md and the figure again from bench/t20/results.json
   srsoup bench --only best_of_n_B1600 --reuse bench/t20/results.json --out /tmp/t20
                                       one more run beside the committed ones (their run dirs not needed)
+  srsoup bench --merge bench/t20_s23 --merge bench/t20_s45 --out bench/t20_s2345
+                                      two shards of a setting (seeds 2, 3 and 4, 5) as one benchmark
 """
 
 
@@ -108,6 +110,14 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --render-only: compute the analysis again from the runs' per-group rewards with this version "
         "(yardstick, ratios, intervals, tables) and write results.json too",
+    )
+    p.add_argument(
+        "--merge",
+        type=Path,
+        action="append",
+        metavar="DIR",
+        help="repeatable: merge the results.json of DIR and the other --merge folders, shards of one setting over "
+        "different prompts or seeds, into --out (the analysis again over all their groups; runs nothing)",
     )
     p.add_argument(
         "--reuse",
@@ -214,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.render_only:
             return render_only(args.render_only, args.out or args.render_only, args.reanalyse)
+        if args.merge:
+            return merge_shards(args.merge, args.out)
         args.out = args.out or Path("bench") / settings.name
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -451,6 +463,17 @@ def render_only(source: Path, out: Path | None = None, reanalyse: bool = False) 
     (out / "results.md").write_text(markdown(res))
     plot(res, out / "queries_vs_hv.png")
     print(f"wrote {out / 'results.md'} and {out / 'queries_vs_hv.png'}")
+    return 0
+
+
+def merge_shards(sources: list[Path], out: Path | None) -> int:
+    """``--merge``: the shards' results.json as one benchmark in ``out``."""
+    from srsoup.bench.merge import merged_results
+    from srsoup.errors import SrsoupError
+
+    if out is None:
+        raise SrsoupError("--merge needs --out DIR (where the merged results go)")
+    write_outputs(merged_results(sources, FORMAT), out)
     return 0
 
 

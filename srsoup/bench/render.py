@@ -308,11 +308,33 @@ def _closing(res: dict) -> list[str]:
         f" {len(names)} runs were taken from {where} with `--reuse`: {', '.join(f'`{n}`' for n in names)}."
         for where, names in origins.items()
     )
+    shards = res.get("merged_from") or []
+    merged_text = (
+        " Merged with `srsoup bench --merge` from "
+        + "; ".join(
+            f"`{m['file']}` ({_groups_text(m['groups'])}, measured {m.get('date')}, {m.get('cpu')})"
+            for m in shards
+        )
+        + " (wall time their sum; every ratio and interval computed again over all groups)."
+        + (
+            f" Left out, not in every shard: {', '.join(res['merge_left_out'])}."
+            if res.get("merge_left_out")
+            else ""
+        )
+        if shards
+        else ""
+    )
     return [
         "",
-        f"Benchmark wall time {res['bench_seconds'] / 60:.1f} min.{reused_text}{load_text} Regenerate with "
-        "`make bench`.",
+        f"Benchmark wall time {res['bench_seconds'] / 60:.1f} min.{reused_text}{merged_text}{load_text} "
+        "Regenerate with `make bench`.",
     ]
+
+
+def _groups_text(groups: list[str]) -> str:
+    """ "24 groups, seeds 2, 3" from group keys such as p003_s2."""
+    seeds = sorted({int(k.rsplit("_s", 1)[1]) for k in groups})
+    return f"{len(groups)} groups, seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
 
 
 # --- queries_vs_hv.png ------------------------------------------------------------------------------------------
