@@ -11,10 +11,9 @@ if they had run together. Runs missing from a shard are left out, and said so.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from srsoup.bench.reuse import regrouped, shown_path
+from srsoup.bench.reuse import read_results, regrouped, shown_path
 from srsoup.errors import SrsoupError
 from srsoup.report.compare import mean_points
 
@@ -34,17 +33,7 @@ def group_free(overrides: list[str]) -> list[str]:
 def load(path: Path, fmt: int) -> dict:
     """A shard's results.json (``path`` is the file or the folder holding it)."""
     file = path / "results.json" if path.is_dir() else path
-    if not file.is_file():
-        raise SrsoupError(f"--merge {path}: no results.json there")
-    try:
-        res = json.loads(file.read_text())
-    except json.JSONDecodeError as err:
-        raise SrsoupError(f"--merge {path}: not JSON ({err})") from None
-    if res.get("format") != fmt:
-        raise SrsoupError(
-            f"--merge {path}: results.json of format {res.get('format', 1)}; mergeable: format {fmt}"
-        )
-    return {**res, "_path": shown_path(file)}
+    return {**read_results(file, "--merge", fmt), "_path": shown_path(file)}
 
 
 def merged_results(paths: list[Path], fmt: int) -> dict:

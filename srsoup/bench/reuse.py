@@ -20,16 +20,22 @@ from srsoup.bench.plan import RunDef
 from srsoup.errors import SrsoupError
 
 
-def load_reusable(path: Path, fmt: int) -> tuple[dict[str, dict], dict]:
-    """The complete records of ``path`` that carry their groups, by name, and where they came from."""
+def read_results(path: Path, flag: str, fmt: int) -> dict:
+    """An earlier results.json of format ``fmt`` (``flag`` names the option in the one-line errors)."""
     if not path.is_file():
-        raise SrsoupError(f"--reuse {path}: no such file (give an earlier results.json)")
+        raise SrsoupError(f"{flag} {path}: no such file (give an earlier results.json)")
     try:
         res = json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise SrsoupError(f"--reuse {path}: not JSON ({err})") from None
+        raise SrsoupError(f"{flag} {path}: not JSON ({err})") from None
     if res.get("format") != fmt:
-        raise SrsoupError(f"--reuse {path}: results.json of format {res.get('format', 1)}; reusable: format {fmt}")
+        raise SrsoupError(f"{flag} {path}: results.json of format {res.get('format', 1)}; readable: format {fmt}")
+    return res
+
+
+def load_reusable(path: Path, fmt: int) -> tuple[dict[str, dict], dict]:
+    """The complete records of ``path`` that carry their groups, by name, and where they came from."""
+    res = read_results(path, "--reuse", fmt)
     records = {
         r["name"]: r for r in res.get("runs", []) if r.get("status") == "complete" and r.get("group_points")
     }
