@@ -276,15 +276,26 @@ def fit_budget(
             f"budget.max_reward_queries={budget} is too small: this plan needs {plan.reward_queries} reward "
             f"queries per prompt x seed group {what}; raise it or set budget.fit_candidates=true"
         )
-    per_unit = build_method(cls, {**options, key: 1}, grid, names).plan(steps).reward_queries
-    for value in range(min(options[key], budget // max(per_unit, 1)), cls.budget_min - 1, -1):
+
+    def fitting(value: int) -> Guidance | None:
         try:
             smaller = build_method(cls, {**options, key: value}, grid, names)
         except SrsoupError:
-            continue  # e.g. an odd K with antithetic pairs
-        if smaller.plan(steps).reward_queries <= budget:
-            options[key] = value
-            return smaller, smaller.plan(steps), getattr(method, key)
+            return None  # e.g. an odd K with antithetic pairs
+        return smaller if smaller.plan(steps).reward_queries <= budget else None
+
+    # Queries grow with the size but not always in proportion (K_soup = round(factor·K)): start from the
+    # proportional guess at the size asked for, go down to the first size that fits, then up while the next fits.
+    top = options[key]
+    value = min(top - 1, budget * top // max(plan.reward_queries, 1) + 1)
+    while value >= cls.budget_min and fitting(value) is None:
+        value -= 1
+    if value >= cls.budget_min:
+        while value + 1 < top and fitting(value + 1) is not None:
+            value += 1
+        options[key] = value
+        smaller = fitting(value)
+        return smaller, smaller.plan(steps), getattr(method, key)
     need = build_method(cls, {**options, key: cls.budget_min}, grid, names).plan(steps).reward_queries
     raise SrsoupError(
         f"budget.max_reward_queries={budget} is too small even for {label}={cls.budget_min}: {need} reward "

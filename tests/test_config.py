@@ -129,3 +129,13 @@ def test_budget_fit_picks_largest_k():
     assert spec.plan.reward_queries == 816 <= 1000
     exact = build_spec(compose("device=cpu", "budget.max_reward_queries=1632"))
     assert exact.guidance["num_candidates"] == 8 and exact.plan.reward_queries == 1632
+
+
+@pytest.mark.parametrize("budget,k", [(528, 5), (799, 7), (800, 8), (400, 4), (399, 3)])
+def test_budget_fit_finds_the_largest_k_when_queries_are_not_proportional_to_it(budget, k):
+    # The whole chain as soup with K_soup = round(2.5·K): queries = 2 anchors · 20 steps · K_soup, so K = 1 costs
+    # 120 (3 candidates) and K = 5 costs 520, not 5·120: a proportional guess from K = 1 would stop at 4.
+    opts = ["guidance.soup_end_step=null", "guidance.soup_candidate_factor=2.5", "sampler.steps=20"]
+    spec = build_spec(compose("device=cpu", *opts, "budget=fit", f"budget.max_reward_queries={budget}"))
+    assert spec.guidance["num_candidates"] == k
+    assert spec.plan.reward_queries <= budget < 40 * (int(2.5 * (k + 1) + 0.5))
