@@ -149,15 +149,13 @@ def merged_run(recs: list[dict], paths: list[str]) -> dict:
         timing=None,
         cached=False,
     )
-    for key in ("reward_queries_by_reward", "eval_means"):  # dicts of sums, and of per-group means
-        if all(s.get(key) for s in shards):
-            parts = [{k: s[key][k] for k in shards[0][key]} for s in shards]
-            out[key] = {
-                k: sum(p[k] for p in parts)
-                if key.startswith("reward")
-                else per_group_mean([p[k] for p in parts], n)
-                for k in parts[0]
-            }
+    if all(s.get("reward_queries_by_reward") for s in shards):
+        by_reward = [s["reward_queries_by_reward"] for s in shards]
+        out["reward_queries_by_reward"] = {k: sum(q[k] for q in by_reward) for k in by_reward[0]}
+    if all(s.get("eval_means") for s in shards):
+        means = [s["eval_means"] for s in shards]
+        out["eval_means"] = {k: per_group_mean([m[k] for m in means], n) for k in means[0]}
+    out.pop("reused_from", None)  # the merge's own record: where its shards came from is in merged_from
     return out
 
 
