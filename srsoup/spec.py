@@ -291,8 +291,9 @@ def fit_budget(
     while value >= cls.budget_min and fitting(value) is None:
         value -= 1
     if value >= cls.budget_min:
-        while value + 1 < top and fitting(value + 1) is not None:
-            value += 1
+        # two sizes up: with antithetic pairs an odd K cannot be built, the even one after it may fit
+        while (up := next((v for v in (value + 1, value + 2) if v < top and fitting(v)), None)) is not None:
+            value = up
         options[key] = value
         smaller = fitting(value)
         return smaller, smaller.plan(steps), getattr(method, key)

@@ -139,3 +139,11 @@ def test_budget_fit_finds_the_largest_k_when_queries_are_not_proportional_to_it(
     spec = build_spec(compose("device=cpu", *opts, "budget=fit", f"budget.max_reward_queries={budget}"))
     assert spec.guidance["num_candidates"] == k
     assert spec.plan.reward_queries <= budget < 40 * (int(2.5 * (k + 1) + 0.5))
+    # With antithetic pairs only even K can be built: the search steps over the odd ones, down and up.
+    spec = build_spec(
+        compose(
+            "device=cpu", *opts, "guidance.antithetic=true", "budget=fit", f"budget.max_reward_queries={budget}"
+        )
+    )
+    even = k - k % 2
+    assert spec.guidance["num_candidates"] == even and spec.plan.reward_queries <= budget
