@@ -89,6 +89,11 @@ def group_key(prompt_idx: int, seed: int) -> str:
     return f"p{prompt_idx:03d}_s{seed}"
 
 
+def group_seed(key: str) -> int:
+    """The seed of a ``group_key`` ("p003_s2" → 2)."""
+    return int(key.rsplit("_s", 1)[1])
+
+
 def _write_all(fd: int, data: bytes) -> None:
     """All of ``data`` to ``fd``: the one place run-dir bytes are written (tests cut it to fake a full disk)."""
     while data:

@@ -288,14 +288,13 @@ def fit_budget(
     # proportional guess at the size asked for, go down to the first size that fits, then up while the next fits.
     top = options[key]
     value = min(top - 1, budget * top // max(plan.reward_queries, 1) + 1)
-    while value >= cls.budget_min and fitting(value) is None:
+    while value >= cls.budget_min and (smaller := fitting(value)) is None:
         value -= 1
     if value >= cls.budget_min:
         # two sizes up: with antithetic pairs an odd K cannot be built, the even one after it may fit
-        while (up := next((v for v in (value + 1, value + 2) if v < top and fitting(v)), None)) is not None:
-            value = up
+        while up := next(((v, f) for v in (value + 1, value + 2) if v < top and (f := fitting(v))), None):
+            value, smaller = up
         options[key] = value
-        smaller = fitting(value)
         return smaller, smaller.plan(steps), getattr(method, key)
     need = build_method(cls, {**options, key: cls.budget_min}, grid, names).plan(steps).reward_queries
     raise SrsoupError(

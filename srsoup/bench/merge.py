@@ -15,6 +15,7 @@ from pathlib import Path
 
 from srsoup.bench.reuse import read_results, regrouped, shown_path
 from srsoup.errors import SrsoupError
+from srsoup.outputs import group_seed
 from srsoup.report.compare import mean_points
 
 #: Overrides that choose the prompt × seed groups: the only ones shards may differ in.
@@ -66,9 +67,9 @@ def merged_results(paths: list[Path], fmt: int) -> dict:
     settings = {
         **first["settings"],
         "overrides": group_free(first["settings"]["overrides"]),
-        "prompt_texts": union(s["settings"]["prompt_texts"] for s in shards),
+        "prompt_texts": list(dict.fromkeys(t for s in shards for t in s["settings"]["prompt_texts"])),
         # From the groups themselves ("p003_s2"): a shard chosen by a `seeds=` override keeps 0..N-1 in settings.
-        "seed_values": sorted({int(k.rsplit("_s", 1)[1]) for r in runs for k in r["_groups"]}),
+        "seed_values": sorted({group_seed(k) for r in runs for k in r["_groups"]}),
     }
     settings.update(prompts=len(settings["prompt_texts"]), seeds=len(settings["seed_values"]))
     curves = {r.get("curve") for r in runs}
@@ -106,14 +107,6 @@ def shard_groups(shards: list[dict], runs: list[dict]) -> list[list[str]]:
         return [[] for _ in shards]
     name = runs[0]["name"]
     return [sorted(next(r for r in s["runs"] if r["name"] == name)["group_points"]) for s in shards]
-
-
-def union(lists) -> list:
-    """The items of ``lists`` in first-seen order, each once."""
-    out: list = []
-    for items in lists:
-        out += [x for x in items if x not in out]
-    return out
 
 
 def merged_run(recs: list[dict], paths: list[str]) -> dict:

@@ -333,7 +333,9 @@ def _closing(res: dict) -> list[str]:
 
 def _groups_text(groups: list[str]) -> str:
     """How results.md names a shard's groups ("24 groups, seeds 2, 3") from their keys ("p003_s2", ...)."""
-    seeds = sorted({int(k.rsplit("_s", 1)[1]) for k in groups})
+    from srsoup.outputs import group_seed
+
+    seeds = sorted({group_seed(k) for k in groups})
     return f"{len(groups)} groups, seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
 
 

@@ -228,20 +228,18 @@ class SRSoup(WeightedSum):
         anchors = self.anchor_chains
         return [c for c in range(len(self.weights)) if c not in anchors and c not in self._left]
 
-    def cross_rewards(self, step: int) -> torch.Tensor:
+    def cross_rewards(self, step: int, soup: list[int]) -> torch.Tensor:
         """Rewards [M] the sharers score their candidates under beside their own (``soup_cross_score``): every
-        reward a chain in the soup weighs at this step (while bounding an adaptive plan, any chain that may be)."""
+        reward a chain of ``soup`` weighs (while bounding an adaptive plan, every chain that may be in it)."""
         if not self.soup_cross_score or not self.in_window(step):
             return torch.zeros(len(self.reward_names), dtype=torch.bool)
-        anchors = self.anchor_chains
-        chains = (
-            [c for c in range(len(self.weights)) if c not in anchors] if self._bounding else self.soup_chains(step)
-        )
-        return (self.weights[chains] > 0).any(0)
+        if self._bounding:
+            soup = [c for c in range(len(self.weights)) if c not in self.anchor_chains]
+        return (self.weights[soup] > 0).any(0)
 
     def candidate_plan(self, step: int, num_steps: int) -> list[tuple[int, torch.Tensor]]:
-        soup = set(self.soup_chains(step))
-        cross = self.cross_rewards(step)
+        soup = self.soup_chains(step)
+        cross = self.cross_rewards(step, soup)
         sharers = self.anchor_chains
         return [
             (c, (w > 0) | cross if c in sharers else w > 0) for c, w in enumerate(self.weights) if c not in soup
