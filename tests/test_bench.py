@@ -251,6 +251,14 @@ def test_merge_of_shards_equals_the_groups_run_together(toy_model_dir, tmp_path,
     )
     merged, together = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("m", "together"))
     assert merged["settings"]["seed_values"] == [0, 1] and merged["analysis"]["bootstrap"]["groups"] == 2
+    # each benchmark's settings name the seeds its runs got from the `seeds=` override, not --quick's 0..N-1
+    for name, seeds in (("a", [0]), ("b", [1]), ("together", [0, 1])):
+        settings = json.loads((tmp_path / name / "results.json").read_text())["settings"]
+        assert (settings["seed_values"], settings["seeds"]) == (seeds, len(seeds)), name
+    # each results.md ends with the command that made it, the merge's too
+    md = {name: (tmp_path / name / "results.md").read_text() for name in ("together", "m")}
+    assert "Regenerate with `srsoup bench --quick --in-process" in md["together"]
+    assert "Regenerate with `srsoup bench --merge " in md["m"]
     assert [r["name"] for r in merged["runs"]] == [r["name"] for r in together["runs"]]
     for r in merged["runs"]:
         t = _runs(together)[r["name"]]
@@ -428,6 +436,12 @@ def test_bad_variant_flag_is_one_line_and_exit_2(capsys):
     assert bench.main(["--variants", "nope", "--dry-run"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "NAME:KEY=VALUE" in err[0] and "valid: paper, whole" in err[1]
+
+
+def test_the_command_results_md_gives_writes_no_machine_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ["--out", str(tmp_path / "b"), f"model.pretrained={tmp_path / 'm'}", "seeds=[2,3]", "--only", "a,b"]
+    assert bench.shown_command(argv) == "srsoup bench --out b model.pretrained=m 'seeds=[2,3]' --only a,b"
 
 
 def test_dry_run_of_the_paper_setting_plans_and_prints_the_eval_total(tmp_path, capsys):

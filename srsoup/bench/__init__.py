@@ -19,6 +19,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -217,15 +218,17 @@ def main(argv: list[str] | None = None) -> int:
 
     from srsoup.errors import SrsoupError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        settings, args = parse_args(list(sys.argv[1:] if argv is None else argv))
+        settings, args = parse_args(argv)
     except SystemExit as exit_:  # the parser printed its one-line error (or --help)
         return int(exit_.code or 0)
+    args.command = shown_command(argv)
     try:
         if args.render_only:
             return render_only(args.render_only, args.out or args.render_only, args.reanalyse)
         if args.merge:
-            return merge_shards(args.merge, args.out)
+            return merge_shards(args.merge, args.out, args.command)
         args.out = args.out or Path("bench") / settings.name
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -233,6 +236,18 @@ def main(argv: list[str] | None = None) -> int:
     except (SrsoupError, HydraException) as err:
         print(f"srsoup bench: error: {err}".splitlines()[0], file=sys.stderr)
         return 2
+
+
+def shown_command(argv: list[str]) -> str:
+    """The command line as results.md gives it to regenerate the results: paths (an argument or an override's
+    value) relative to the working directory when inside it, so that no machine path is written."""
+    from srsoup.bench.reuse import shown_path
+
+    def shown(arg: str) -> str:
+        key, eq, value = arg.partition("=") if "=" in arg else ("", "", arg)
+        return f"{key}{eq}{shown_path(Path(value))}" if os.path.isabs(value) else arg
+
+    return shlex.join(["srsoup", "bench", *map(shown, argv)])
 
 
 def run_bench(s: Settings, args: argparse.Namespace) -> int:
@@ -249,9 +264,10 @@ def run_bench(s: Settings, args: argparse.Namespace) -> int:
     earlier = load_reusable(args.reuse, FORMAT) if args.reuse else None
     if args.in_process:
         plan.mem_runs = []  # in one process, peak RSS means nothing
-    groups = len(prompts) * len(seeds)
+    texts, seed_values = ran_groups(s, prompts, seeds)
+    groups = len(texts) * len(seed_values)
     profile = args.profile or not s.quick
-    totals = planned_totals(plan, groups, (groups + (len(seeds) if profile else 0)) if s.overhead else 0)
+    totals = planned_totals(plan, groups, (groups + (len(seed_values) if profile else 0)) if s.overhead else 0)
     runs_dir = args.out / "runs" / run_tag(s, prompts, seeds)
     reused = matching(plan.runs, plan.plans, runs_dir, *earlier) if earlier else {}
     print_plan(s, plan, totals, reused)
@@ -275,9 +291,11 @@ def run_bench(s: Settings, args: argparse.Namespace) -> int:
         **measure_overhead(s, plan, runs_dir, args, prompts[0], profile),
         "memory": memory_figures(_records(plan.mem_runs, runs_dir, sides, plan.plans)),
     }
-    settings = _settings(s, args, prompts, seeds, records, runs_dir)
+    settings = _settings(s, args, texts, seed_values, records, runs_dir)
     res = _results(figures, settings, plan, totals)
-    res.update(bench_seconds=time.time() - start, loadavg={"start": load_start, "end": loadavg()})
+    res.update(
+        bench_seconds=time.time() - start, loadavg={"start": load_start, "end": loadavg()}, command=args.command
+    )
     write_outputs(res, args.out)
     return 0
 
@@ -389,13 +407,22 @@ def _results(figures: dict, settings: dict, plan: Plan, totals: dict) -> dict:
     }
 
 
+def ran_groups(s: Settings, prompts: list[str], seeds: list[int]) -> tuple[list[str], list[int]]:
+    """The prompts and seeds the runs get: the setting's, unless the user's overrides (`'seeds=[2,3]'`,
+    `prompts.texts=[...]`) replace them, which they do after every run's own (so the run dirs stay as planned)."""
+    from srsoup.bench.plan import base_overrides, compose
+
+    cfg = compose([*base_overrides(s, prompts, seeds), *s.overrides])
+    return list(cfg.prompts.get("texts") or prompts), [int(x) for x in cfg.seeds]
+
+
 def _settings(s: Settings, args, prompts, seeds, records: list[dict], runs_dir: Path) -> dict:
     return {
         "setting": s.name,
         "steps": s.steps,
         "candidates": s.candidates,
-        "seeds": s.seeds,
-        "prompts": s.prompts,
+        "seeds": len(seeds),
+        "prompts": len(prompts),
         "prompt_texts": prompts,
         "seed_values": seeds,
         "rewards": list(REWARDS),
@@ -466,14 +493,14 @@ def render_only(source: Path, out: Path | None = None, reanalyse: bool = False) 
     return 0
 
 
-def merge_shards(sources: list[Path], out: Path | None) -> int:
+def merge_shards(sources: list[Path], out: Path | None, command: str) -> int:
     """``--merge``: the shards' results.json as one benchmark in ``out``."""
     from srsoup.bench.merge import merged_results
     from srsoup.errors import SrsoupError
 
     if out is None:
         raise SrsoupError("--merge needs --out DIR (where the merged results go)")
-    write_outputs(merged_results(sources, FORMAT), out)
+    write_outputs({**merged_results(sources, FORMAT), "command": command}, out)
     return 0
 
 

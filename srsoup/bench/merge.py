@@ -68,7 +68,7 @@ def merged_results(paths: list[Path], fmt: int) -> dict:
         **first["settings"],
         "overrides": group_free(first["settings"]["overrides"]),
         "prompt_texts": list(dict.fromkeys(t for s in shards for t in s["settings"]["prompt_texts"])),
-        # From the groups themselves ("p003_s2"): a shard chosen by a `seeds=` override keeps 0..N-1 in settings.
+        # From the groups themselves ("p003_s2"): older shards chosen by a `seeds=` override say 0..N-1.
         "seed_values": sorted({group_seed(k) for r in runs for k in r["_groups"]}),
     }
     settings.update(prompts=len(settings["prompt_texts"]), seeds=len(settings["seed_values"]))

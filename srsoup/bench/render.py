@@ -324,10 +324,13 @@ def _closing(res: dict) -> list[str]:
         if shards
         else ""
     )
+    # results.json from before the command was kept (the committed ones) ran as `make bench` or as
+    # docs/benchmark.md gives their commands
+    command = f"`{res['command']}`" if res.get("command") else "`make bench`"
     return [
         "",
         f"Benchmark wall time {res['bench_seconds'] / 60:.1f} min.{reused_text}{merged_text}{load_text} "
-        "Regenerate with `make bench`.",
+        f"Regenerate with {command}.",
     ]
 
 
