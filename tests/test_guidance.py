@@ -430,9 +430,9 @@ def test_importance_options_are_checked(option, value, match):
 @pytest.mark.parametrize("switch", ["adaptive", "adaptive_weighted"])
 @pytest.mark.parametrize("threshold", [1e-12, 0.9999, 1.0])
 def test_srsoup_adaptive_switch_counts_what_its_chains_did_within_its_bound(toy_backbone, threshold, switch):
-    """switch=adaptive: a chain that leaves the soup draws the step's candidates (K_soup inside the window) and
-    queries every reward it weighs; the ledger is what the trace's phases say, never above the plan's bound; a
-    threshold no coefficient falls below leaves the fixed window's run unchanged."""
+    """switch=adaptive: a chain that leaves the soup draws K candidates of its own (not the anchors' K_soup: it
+    shares them with no one) and queries every reward it weighs; the ledger is what the trace's phases say, never
+    above the plan's bound; a threshold no coefficient falls below leaves the fixed window's run unchanged."""
     names = ["colorfulness", "brightness"]
     weights = weight_grid(None, 4, names)  # L=5: 3 mixed chains
     T, K, S, k_soup = 5, 2, 4, 4
@@ -444,7 +444,8 @@ def test_srsoup_adaptive_switch_counts_what_its_chains_did_within_its_bound(toy_
     assert not bound.exact
     nz = [sum(1 for x in w if x > 0) for w in weights]
     drew = [r for r in adaptive.trace if r["phase"] != "soup"]
-    did = sum((k_soup if r["step"] < S else K) * nz[r["weight_idx"]] for r in drew)
+    anchors = {0, len(weights) - 1}
+    did = sum((k_soup if r["step"] < S and r["weight_idx"] in anchors else K) * nz[r["weight_idx"]] for r in drew)
     assert int(adaptive.queries.sum()) == did == sum(r.queries for r in rewards.values()) <= bound.reward_queries
     assert int(adaptive.evals.sum()) == evals <= bound.denoiser_evals
     left = {r["weight_idx"] for r in adaptive.trace if r["step"] < S and r["phase"] == "weighted_sum"}
@@ -454,6 +455,31 @@ def test_srsoup_adaptive_switch_counts_what_its_chains_did_within_its_bound(toy_
         assert torch.equal(adaptive.images, fixed.images)
     else:  # every mixed chain leaves once its mean moves off the anchors'
         assert left == {1, 2, 3} and did > g_fixed.plan(T).reward_queries
+
+
+def test_soup_candidate_factor_buys_candidates_for_the_anchors_only(toy_backbone):
+    """With an adaptive switch the mixed chains that left the soup draw K, whatever soup_candidate_factor gives
+    the anchors: their queries are those of factor 1, the anchors' grow with K_soup."""
+    names = ["colorfulness", "brightness"]
+    weights = weight_grid(None, 4, names)
+    T, K = 4, 2
+    rows = {}
+    for factor in (1.0, 3.0):
+        result, _, _, _ = run_group(
+            toy_backbone,
+            "srsoup",
+            names,
+            weights,
+            T,
+            num_candidates=K,
+            soup_end_step=None,
+            soup_candidate_factor=factor,
+            switch="adaptive",
+            switch_threshold=1.0,  # every mixed chain leaves once its mean moves off the anchors' (step 1)
+        )
+        rows[factor] = result.queries.tolist()
+    assert rows[3.0][1:-1] == rows[1.0][1:-1] == [(T - 1) * K * 2] * 3
+    assert rows[3.0][0] == rows[3.0][-1] == T * 3 * K == 3 * rows[1.0][0]
 
 
 def test_compress_tricks_normalize_only_candidates_above_the_target_size():

@@ -124,7 +124,8 @@ class Guidance(ABC):
 
     @abstractmethod
     def candidate_plan(self, step: int, num_steps: int) -> list[tuple[int, torch.Tensor]]:
-        """Chains that draw K candidates at ``step`` and, for each, which rewards [M] score them."""
+        """Chains that draw candidates at ``step`` (``chain_candidates`` of them) and, for each, which rewards [M]
+        score them."""
 
     @abstractmethod
     def step(self, ctx: StepContext) -> torch.Tensor:
@@ -137,8 +138,9 @@ class Guidance(ABC):
     def phase(self, step: int, num_steps: int) -> str:
         return self.name
 
-    def step_candidates(self, step: int, num_steps: int) -> int:
-        """K at ``step`` (a method may draw more candidates in some steps than in others)."""
+    def chain_candidates(self, chain: int, step: int, num_steps: int) -> int:
+        """K of a chain that draws at ``step`` (a method may draw more candidates in some steps, or for some
+        chains, than for others)."""
         return self.num_candidates
 
     # --- counts -------------------------------------------------------------------------------------------
@@ -165,13 +167,16 @@ class Guidance(ABC):
         phases: dict[str, dict[str, int]] = {}
         decodes = self.num_chains
         for step in range(num_steps):
-            k = self.step_candidates(step, num_steps)
-            drawers = self.candidate_plan(step, num_steps)
-            step_queries = sum((k * mask.long() for _, mask in drawers), torch.zeros_like(queries))
+            drawers = [
+                (self.chain_candidates(c, step, num_steps), mask)
+                for c, mask in self.candidate_plan(step, num_steps)
+            ]
+            step_queries = sum((k * mask.long() for k, mask in drawers), torch.zeros_like(queries))
             queries += step_queries
-            decodes += k * len(drawers)
+            drawn = sum(k for k, _ in drawers)
+            decodes += drawn
             # One CFG eval per chain, plus one per candidate except at the last step (decoded directly).
-            step_evals = self.num_chains + (k * len(drawers) if step < num_steps - 1 else 0)
+            step_evals = self.num_chains + (drawn if step < num_steps - 1 else 0)
             p = phases.setdefault(self.phase(step, num_steps), dict(steps=0, reward_queries=0, denoiser_evals=0))
             p["steps"] += 1
             p["reward_queries"] += int(step_queries.sum())

@@ -52,6 +52,7 @@ class Select(WeightedSum):
         drawers = self.candidate_plan(ctx.step, ctx.num_steps)
         eps, z = self.draw_and_score(ctx, drawers)
         gen = step_generator(ctx.seed, ctx.step, SELECT_STREAM) if self.selection == "softmax" else None
-        picks = torch.tensor([self.choose(self.values(c, z), gen) for c in range(len(self.weights))])
+        picks = [self.choose(self.values(c, z), gen) for c in range(len(self.weights))]
         ctx.stats.phase = [self.name] * len(self.weights)
-        return ctx.dist.mean + ctx.dist.sigma * eps[picks].to(ctx.dist.mean)
+        chosen = torch.stack([eps[c][k] for c, k in enumerate(picks)])
+        return ctx.dist.mean + ctx.dist.sigma * chosen.to(ctx.dist.mean)

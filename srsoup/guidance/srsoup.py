@@ -207,8 +207,15 @@ class SRSoup(WeightedSum):
             "soup_cross_score": self.soup_cross_score,
         }
 
-    def step_candidates(self, step: int, num_steps: int) -> int:
-        return self.soup_num_candidates if self.in_window(step) else self.num_candidates
+    def chain_candidates(self, chain: int, step: int, num_steps: int) -> int:
+        """K_soup for a sharer (anchor or extra anchor) inside the soup window, whose candidates every soup chain
+        reuses; K for any other chain that draws (one that left the soup under an adaptive switch shares nothing:
+        it is a weighted-sum chain) and outside the window."""
+        return (
+            self.soup_num_candidates
+            if self.in_window(step) and chain in self.anchor_chains
+            else self.num_candidates
+        )
 
     @property
     def anchor_chains(self) -> set[int]:
@@ -251,9 +258,9 @@ class SRSoup(WeightedSum):
     def plan(self, num_steps: int) -> Plan:
         if self.switch == "fixed":
             return super().plan(num_steps)
-        # Adaptive: a chain may leave the soup at any step, and then draws the step's candidates like an anchor
-        # (K_soup inside the window); the bound is every chain drawing its own at every step, and with
-        # soup_cross_score the sharers scoring every reward a chain in the soup could weigh.
+        # Adaptive: a chain may leave the soup at any step, and then draws K candidates of its own like a
+        # weighted-sum chain; the bound is every chain drawing its own at every step (the sharers K_soup inside the
+        # window), and with soup_cross_score the sharers scoring every reward a chain in the soup could weigh.
         self._bounding = True
         try:
             bound = super().plan(num_steps)
@@ -295,10 +302,10 @@ class SRSoup(WeightedSum):
                 for m, w in enumerate(soup_weights(self.weights[c], self.soup_weight_power).tolist()):
                     if w > 0:
                         a = self.nearest_sharer(m, c, mean)
-                        tilde = corrected_directions(eps, mean[a], mean[c], sigma, self.mean_correction)
+                        tilde = corrected_directions(eps[a], mean[a], mean[c], sigma, self.mean_correction)
                         zm = self.pool_rewards(z, a, m, c)
                         if self.importance_weights:
-                            log_ratio = importance_log_ratios(eps, mean[a], mean[c], sigma)
+                            log_ratio = importance_log_ratios(eps[a], mean[a], mean[c], sigma)
                             rho, _, _ = tempered_weights(log_ratio, self.importance_min_ess)
                             zm = importance_weighted(zm, rho)
                         g[c] += w * torch.tensordot(zm.to(tilde), tilde, dims=1)
@@ -306,7 +313,7 @@ class SRSoup(WeightedSum):
             else:
                 is_anchor = c in self.anchor_chains
                 onehot = c in self.anchors.values()  # the reference's compressibility trick is the anchors' only
-                g[c] = self.weighted_gradient(c, eps, z, top_k=in_window and onehot)
+                g[c] = self.weighted_gradient(c, eps[c], z, top_k=in_window and onehot)
                 phases.append(("soup_anchor" if is_anchor else "weighted_sum") if in_window else "weighted_sum")
         ctx.stats.phase = phases
         return ctx.move(mean, g)

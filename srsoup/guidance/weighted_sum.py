@@ -55,21 +55,24 @@ class WeightedSum(Guidance):
 
     # --- shared by the subclasses --------------------------------------------------------------------------
     def draw_and_score(self, ctx: StepContext, drawers: list[tuple[int, torch.Tensor]]):
-        """Candidates μ_c + σ·ε_k for each drawing chain; returns the noise set and z[(chain, reward)] → [K]."""
-        k = self.step_candidates(ctx.step, ctx.num_steps)
-        eps = ctx.noise(k, self.antithetic)
+        """Candidates μ_c + σ·ε_k, k < K_c, for each drawing chain c (one noise set per step and size K_c, shared
+        by every chain drawing that many); returns each drawer's noise set {c: [K_c, ...]} and z[(chain, reward)]
+        → [K_c]."""
+        sizes = [self.chain_candidates(c, ctx.step, ctx.num_steps) for c, _ in drawers]
+        sets = {k: ctx.noise(k, self.antithetic) for k in dict.fromkeys(sizes)}
+        eps = {c: sets[k] for (c, _), k in zip(drawers, sizes)}
         if not drawers:
             return eps, {}
-        chains = torch.tensor([c for c, _ in drawers])
-        candidates = (ctx.dist.mean[chains].unsqueeze(1) + ctx.dist.sigma * eps.unsqueeze(0)).flatten(0, 1)
-        owner = chains.repeat_interleave(k)
-        mask = torch.stack([m for _, m in drawers]).repeat_interleave(k, dim=0)
-        scores = ctx.score(candidates, owner, mask).view(len(drawers), k, -1)
+        mean, sigma = ctx.dist.mean, ctx.dist.sigma
+        candidates = torch.cat([mean[c] + sigma * eps[c] for c, _ in drawers])
+        owner = torch.tensor([c for (c, _), k in zip(drawers, sizes) for _ in range(k)])
+        mask = torch.cat([m.expand(k, -1) for (_, m), k in zip(drawers, sizes)])
+        scores = ctx.score(candidates, owner, mask).split(sizes)
         z = {}
-        for i, (c, m_mask) in enumerate(drawers):
+        for (c, m_mask), s in zip(drawers, scores):
             for m in m_mask.nonzero().flatten().tolist():
                 name = self.reward_names[m]
-                r = scores[i, :, m]
+                r = s[:, m]
                 ctx.record(c, name, r)
                 z[(c, m)] = self._normalize(r, name)
         return eps, z
@@ -99,6 +102,6 @@ class WeightedSum(Guidance):
     def step(self, ctx: StepContext) -> torch.Tensor:
         drawers = self.candidate_plan(ctx.step, ctx.num_steps)
         eps, z = self.draw_and_score(ctx, drawers)
-        g = torch.stack([self.weighted_gradient(c, eps, z) for c in range(len(self.weights))])
+        g = torch.stack([self.weighted_gradient(c, eps[c], z) for c in range(len(self.weights))])
         ctx.stats.phase = [self.phase(ctx.step, ctx.num_steps)] * len(self.weights)
         return ctx.move(ctx.dist.mean, g)
