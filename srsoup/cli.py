@@ -32,6 +32,19 @@ def _moved_key(argv: list[str]) -> str | None:
     return None
 
 
+def _discard_unwritten(hydra_cfg) -> None:
+    """Remove the run dir of a run refused before it wrote anything: Hydra made it and saved ``.hydra/`` and the
+    log before the task saw its input, so bad input would leave a dir that is no run (and stops ``srsoup report
+    outputs/*/*``). A dir holding anything else (a run to resume, the user's files) stays as it is."""
+    import shutil
+    from pathlib import Path
+
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    hydra_made = {str(hydra_cfg.output_subdir), f"{hydra_cfg.job.name}.log"}
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= hydra_made:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def _run(argv: list[str]) -> int:
     from srsoup.compose import project_conf_dir, take_config_dir
     from srsoup.errors import SrsoupError
@@ -68,8 +81,10 @@ def _run(argv: list[str]) -> int:
         except SrsoupError as err:
             from hydra.core.hydra_config import HydraConfig
 
-            if HydraConfig.get().mode.name == "MULTIRUN":
+            hydra_cfg = HydraConfig.get()
+            if hydra_cfg.mode.name == "MULTIRUN":
                 raise  # let the launcher mark this job failed and go on with the others
+            _discard_unwritten(hydra_cfg)
             print(f"srsoup: error: {err}", file=sys.stderr)
             sys.exit(2)
 

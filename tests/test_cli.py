@@ -57,6 +57,17 @@ def test_run_from_any_directory(toy_model_dir, tmp_path):
     assert len((run_dir / "rewards.csv").read_text().splitlines()) == 7
     assert (run_dir / "srsoup.log").read_text().count("srsoup: 6 images") == 1
     assert f"in {run_dir.relative_to(tmp_path)}/images" in out.stdout
+    # Bad input into this run's dir is refused and leaves the run as it was (only a dir of Hydra's files goes).
+    before = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*"))
+    out = srsoup(
+        "run",
+        f"model.pretrained={toy_model_dir}",
+        "guidance.num_candidates=0",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
+    assert out.returncode == 2 and "guidance.num_candidates=0" in out.stderr
+    assert sorted(p.relative_to(run_dir) for p in run_dir.rglob("*")) == before
 
 
 @pytest.mark.parametrize(
@@ -76,7 +87,7 @@ def test_bad_input_exit_2_without_traceback_or_outputs(tmp_path, override, messa
     out = srsoup("run", override, "hydra.run.dir=run", cwd=tmp_path)
     assert out.returncode == 2, out.stderr
     assert message in out.stderr and "Traceback" not in out.stderr
-    assert not (tmp_path / "run" / "rewards.csv").exists()
+    assert not (tmp_path / "run").exists()  # not even Hydra's .hydra/ and srsoup.log: no dir that is no run
     if not override.startswith("model="):
         assert [ln for ln in out.stderr.splitlines() if ln.startswith("srsoup: error:")] and len(
             [ln for ln in out.stderr.splitlines() if "error" in ln]
