@@ -58,8 +58,17 @@ def test_quick_bench_writes_the_outputs_and_the_figure(quick_results):
         assert section in md
     assert (out / "queries_vs_hv.png").read_bytes()[:8] == PNG
     assert "queries_vs_hv.png" in md
-    # The curves: weighted_sum, the setting's two variants and the one given, select, fk, best_of_n.
-    curves = ["weighted_sum", "srsoup_paper", "srsoup_whole", "srsoup_k2", "select", "fk", "best_of_n"]
+    # The curves: weighted_sum, the setting's three variants and the one given, select, fk, best_of_n.
+    curves = [
+        "weighted_sum",
+        "srsoup_paper",
+        "srsoup_whole",
+        "srsoup_pool",
+        "srsoup_k2",
+        "select",
+        "fk",
+        "best_of_n",
+    ]
     assert res["meta"]["curves"] == curves
     assert {q["curve"] for q in res["analysis"]["query_efficiency"]} == set(curves)
     assert [row["curve"] for row in res["analysis"]["equal_budget"]] == curves
@@ -80,7 +89,7 @@ def test_every_method_runs_at_each_quick_budget_within_it(quick_results):
     assert (runs["best_of_n_B200"]["size_label"], runs["best_of_n_B200"]["size"]) == ("N", 100)
     # The low budget (0.3 x weighted_sum's queries at K) runs the variants that fit there, and only them.
     assert meta["low_budgets"] == [60]
-    assert [n for n in runs if n.endswith("_B60")] == ["srsoup_whole_B60"]
+    assert [n for n in runs if n.endswith("_B60")] == ["srsoup_whole_B60", "srsoup_pool_B60"]
     assert [s["name"] for s in meta["skipped"]] == ["srsoup_paper_B60", "srsoup_k2_B60"]
     assert all("too small" in s["why"] for s in meta["skipped"])
 
@@ -435,7 +444,7 @@ def test_bad_variant_flag_is_one_line_and_exit_2(capsys):
     assert bench.main(["--variant", "k2", "--dry-run"]) == 2
     assert bench.main(["--variants", "nope", "--dry-run"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and "NAME:KEY=VALUE" in err[0] and "valid: paper, whole" in err[1]
+    assert len(err) == 2 and "NAME:KEY=VALUE" in err[0] and "valid: paper, whole, pool" in err[1]
 
 
 def test_the_command_results_md_gives_writes_no_machine_path(tmp_path, monkeypatch):

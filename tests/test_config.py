@@ -147,3 +147,17 @@ def test_budget_fit_finds_the_largest_k_when_queries_are_not_proportional_to_it(
     )
     even = k - k % 2
     assert spec.guidance["num_candidates"] == even and spec.plan.reward_queries <= budget
+
+
+def test_srsoup_pool_is_srsoup_with_every_chain_sharing_at_half_the_queries(toy_cfg):
+    """guidance=srsoup_pool: the srsoup class with the whole chain as window, every mixed weight a sharer pooling
+    every other at K_soup = K/2: half weighted_sum's reward queries at the same K, and its evals at K/2."""
+    pool = build_spec(compose("device=cpu", "guidance=srsoup_pool"))
+    ws = build_spec(compose("device=cpu", "guidance=weighted_sum"))
+    half = build_spec(compose("device=cpu", "guidance=weighted_sum", "guidance.num_candidates=4"))
+    assert pool.method_cls is build_spec(compose("device=cpu")).method_cls
+    assert pool.guidance["soup_end_step"] is None and pool.guidance["extra_anchors"] == "all"
+    assert pool.guidance["soup_share_radius"] == 1.0 and pool.guidance["soup_candidate_factor"] == 0.5
+    assert pool.guidance["num_candidates"] == ws.guidance["num_candidates"] == 8
+    assert 2 * pool.plan.reward_queries == ws.plan.reward_queries
+    assert pool.plan.denoiser_evals == half.plan.denoiser_evals

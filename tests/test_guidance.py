@@ -547,3 +547,80 @@ def test_adaptive_switches_weigh_the_anchors_as_documented(switch, left):
     g.start_group()
     g._update_switch(SimpleNamespace(step=0, dist=SimpleNamespace(mean=mean, sigma=torch.tensor(1.0))))
     assert g._left == left
+
+
+def test_soup_share_radius_pools_every_sharers_gradient_and_counts_exactly(toy_backbone, monkeypatch):
+    """extra_anchors=all with soup_share_radius=1: every chain draws K_soup candidates of its own and each reward's
+    gradient pools every chain that scored it, so a mixed chain's unnormalized g is w_1·g(anchor 1) + w_2·g(anchor
+    2) at every step (rewards normalized per sharer); counts are those of K_soup for every chain."""
+    from srsoup.guidance.steps import StepContext
+
+    names = ["colorfulness", "brightness"]
+    weights = weight_grid(None, 4, names)  # 0, .25, .5, .75, 1: L=5, nz=8
+    steps_g = []
+    move = StepContext.move
+
+    def spy(ctx, mean, g):
+        steps_g.append(g.clone())
+        return move(ctx, mean, g)
+
+    monkeypatch.setattr(StepContext, "move", spy)
+    T, K = 4, 6
+    opts = dict(num_candidates=K, soup_end_step=None, soup_candidate_factor=0.5, extra_anchors="all", seed=4)
+    result, g, evals, rewards = run_group(toy_backbone, "srsoup", names, weights, T, soup_share_radius=1.0, **opts)
+    assert g.pool == {c: [0, 1, 2, 3, 4] for c in range(5)}
+    k_soup = 3
+    assert g.plan(T).reward_queries == T * k_soup * 8 == int(result.queries.sum())
+    assert sum(r.queries for r in rewards.values()) == T * k_soup * 8
+    assert g.plan(T).denoiser_evals == evals == T * 5 + (T - 1) * 5 * k_soup
+    assert len(steps_g) == T
+    for step_g in steps_g:
+        # weights[0] is the brightness anchor (0, 1), weights[4] the colourfulness one (1, 0).
+        for c, (w1, w2) in enumerate(weights):
+            torch.testing.assert_close(step_g[c], w1 * step_g[4] + w2 * step_g[0], atol=1e-4, rtol=1e-4)
+    # Without pooling the mixed chains' own candidates alone steer them: not the same combination.
+    steps_g.clear()
+    run_group(toy_backbone, "srsoup", names, weights, T, **opts)
+    mixed = steps_g[1][2]
+    assert float((mixed - 0.5 * steps_g[1][4] - 0.5 * steps_g[1][0]).abs().max()) > 1e-2
+
+
+@pytest.mark.parametrize("antithetic", [False, True])
+def test_soup_share_radius_gives_each_sharer_its_own_noise(antithetic):
+    """Pooling sharers draw disjoint slices of one index-keyed noise set (antithetic pairs kept within a slice);
+    the radius picks who pools whom (max |w − w'|)."""
+    import types
+
+    g = METHODS["srsoup"](
+        num_candidates=4, soup_end_step=None, extra_anchors="all", soup_share_radius=0.25, antithetic=antithetic
+    )
+    g.setup(torch.tensor(weight_grid(None, 4, ["a", "b"]), dtype=torch.float64), ["a", "b"])
+    assert g.pool == {0: [0, 1], 1: [0, 1, 2], 2: [1, 2, 3], 3: [2, 3, 4], 4: [3, 4]}
+    shape = (2, 3)
+    ctx = types.SimpleNamespace(step=1, noise=lambda k, anti=False: step_noise(7, 1, k, shape, anti), num_steps=4)
+    eps = g.noise_sets(ctx, [0, 1, 2, 3, 4], [4] * 5)
+    flat = torch.cat([eps[c] for c in range(5)])
+    if antithetic:
+        draws = step_noise(7, 1, 10, shape)
+        for c in range(5):
+            torch.testing.assert_close(eps[c], torch.cat([draws[2 * c : 2 * c + 2], -draws[2 * c : 2 * c + 2]]))
+    else:
+        torch.testing.assert_close(flat, step_noise(7, 1, 20, shape))
+    assert len({tuple(e.flatten().tolist()) for e in flat}) == 20
+    plain = METHODS["srsoup"](num_candidates=4, soup_end_step=None, extra_anchors="all", antithetic=antithetic)
+    plain.setup(torch.tensor(weight_grid(None, 4, ["a", "b"]), dtype=torch.float64), ["a", "b"])
+    shared = plain.noise_sets(ctx, [0, 1, 2, 3, 4], [4] * 5)
+    assert all(torch.equal(shared[c], shared[0]) for c in range(5))  # one set shared by all, as in the paper
+
+
+@pytest.mark.parametrize(
+    "option,value,match",
+    [
+        ("soup_share_radius", -0.1, r"soup_share_radius=-0.1 must be a number >= 0"),
+        ("soup_share_radius", "near", r"soup_share_radius='near' must be a number >= 0"),
+        ("extra_anchors", "every", r"extra_anchors='every'; valid: all, or a list of grid weights"),
+    ],
+)
+def test_share_options_are_checked(option, value, match):
+    with pytest.raises(ValueError, match=match):
+        METHODS["srsoup"](**{option: value})

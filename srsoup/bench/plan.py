@@ -43,8 +43,18 @@ TUNING_PROMPTS = (
 REWARDS = ("colorfulness", "jpeg_compressibility")
 #: Methods with a budget curve (srsoup: one curve per variant); none and single always run (the yardstick).
 CURVE_METHODS = ("weighted_sum", "srsoup", "select", "fk", "best_of_n")
-#: SRSoup variants of every setting: the paper's window (2/5 of T) and the whole chain as soup window.
-VARIANTS = {"paper": ["guidance.soup_end_step=<2/5 T>"], "whole": ["guidance.soup_end_step=<T>"]}
+#: SRSoup variants of every setting: the paper's window (2/5 of T), the whole chain as soup window, and every
+#: chain sharing over the whole chain (``guidance=srsoup_pool``'s options).
+VARIANTS = {
+    "paper": ["guidance.soup_end_step=<2/5 T>"],
+    "whole": ["guidance.soup_end_step=<T>"],
+    "pool": [
+        "guidance.soup_end_step=<T>",
+        "guidance.soup_candidate_factor=0.5",
+        "guidance.extra_anchors=all",
+        "guidance.soup_share_radius=1.0",
+    ],
+}
 HV_TARGET = 0.97  # "reaches weighted_sum's hypervolume" means >= 0.97x of it ...
 CI_LOW_TARGET = 0.90  # ... with the lower end of its 95% interval >= 0.90x
 OVERHEAD_TARGET = 1.10

@@ -24,7 +24,10 @@ towards the middle of the trade-off, which the reused rewards, scored far from t
 dominant reward. ``soup_cross_score`` (beyond the paper) has the anchors score their soup candidates under every
 reward a soup chain weighs, and a soup chain weigh anchor m's candidates with its own weighted sum
 Σ_r w_r·z_{m,k,r} instead of z_{m,k,m} (``pool_rewards``): it then sees what a step towards one reward costs the
-others.
+others. ``soup_share_radius`` (beyond the paper) has every sharer also pool the candidates of the sharers within
+that distance of its weight, each sharer drawing its own slice of the step's noise (``pooled_gradient``); with
+``extra_anchors: all`` and radius 1 (``guidance=srsoup_pool``) every reward's gradient pools every chain that
+scored it and each chain steps along Σ_m w_m G_m.
 """
 
 from __future__ import annotations
@@ -144,6 +147,7 @@ class SRSoup(WeightedSum):
         importance_min_ess: float = 0.5,
         soup_weight_power: float = 1.0,
         soup_cross_score: bool = False,
+        soup_share_radius: float = 0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -154,9 +158,17 @@ class SRSoup(WeightedSum):
         self.soup_candidate_factor = check_positive("guidance.soup_candidate_factor", soup_candidate_factor)
         self.soup_weight_power = check_positive("guidance.soup_weight_power", soup_weight_power)
         self.soup_cross_score = check_flag("guidance.soup_cross_score", soup_cross_score)
+        self.soup_share_radius = check_positive(
+            "guidance.soup_share_radius", soup_share_radius, "a distance between weights; 0: off", zero=True
+        )
+        self.pool: dict[int, list[int]] = {}  # sharer → the sharers (itself first among them) it pools
         k_soup = max(1, int(self.soup_candidate_factor * self.num_candidates + 0.5))
         self.soup_num_candidates = k_soup + (k_soup % 2 if self.antithetic else 0)  # pairs stay whole
-        self.extra_anchors = [[float(x) for x in row] for row in (extra_anchors or [])]
+        if isinstance(extra_anchors, str) and extra_anchors != "all":
+            raise ValueError(f"guidance.extra_anchors={extra_anchors!r}; valid: all, or a list of grid weights")
+        self.extra_anchors = (
+            extra_anchors if extra_anchors == "all" else [[float(x) for x in row] for row in (extra_anchors or [])]
+        )
         self.mean_correction = check_choice("guidance.mean_correction", mean_correction, MEAN_CORRECTIONS)
         self.switch = check_choice("guidance.switch", switch, SWITCHES)
         self.soup_start_step = check_count("guidance.soup_start_step", soup_start_step, 0, "first soup step")
@@ -184,7 +196,9 @@ class SRSoup(WeightedSum):
                 raise ValueError(f"the weight grid has no anchor (one-hot weight) for reward {name!r}")
         rows = weights.tolist()
         extra = []
-        for w in self.extra_anchors:
+        if self.extra_anchors == "all":  # every mixed weight of the grid
+            extra = [c for c in range(len(rows)) if c not in self.anchors.values()]
+        for w in [] if self.extra_anchors == "all" else self.extra_anchors:
             match = [
                 c
                 for c, row in enumerate(rows)
@@ -194,6 +208,14 @@ class SRSoup(WeightedSum):
                 raise ValueError(f"guidance.extra_anchors: {w} is not a weight of the grid; valid: {rows}")
             extra.append(match[0])
         self.sharers = {m: [a, *(c for c in extra if weights[c, m] > 0)] for m, a in self.anchors.items()}
+        # soup_share_radius: each sharer also pools the candidates of every other sharer within the radius.
+        close = [
+            (c, j)
+            for c in sorted(self.anchor_chains)
+            for j in sorted(self.anchor_chains)
+            if float((weights[j] - weights[c]).abs().max()) <= self.soup_share_radius + 1e-9
+        ]
+        self.pool = {c: [j for c2, j in close if c2 == c] for c, _ in close} if self.soup_share_radius > 0 else {}
 
     def summary_fields(self) -> dict:
         return {
@@ -205,6 +227,7 @@ class SRSoup(WeightedSum):
             "importance_weights": self.importance_weights,
             "soup_weight_power": self.soup_weight_power,
             "soup_cross_score": self.soup_cross_score,
+            "soup_share_radius": self.soup_share_radius,
         }
 
     def chain_candidates(self, chain: int, step: int, num_steps: int) -> int:
@@ -221,6 +244,22 @@ class SRSoup(WeightedSum):
     def anchor_chains(self) -> set[int]:
         """Chains that draw and score their own candidates in the soup window."""
         return {c for chains in self.sharers.values() for c in chains}
+
+    def noise_sets(self, ctx: StepContext, chains: list[int], sizes: list[int]) -> dict[int, torch.Tensor]:
+        """With ``soup_share_radius`` the sharers draw disjoint slices of one noise set inside the window (a
+        pooled candidate then adds a direction rather than repeating one); otherwise one set per size."""
+        eps = super().noise_sets(ctx, chains, sizes)
+        if not self.pool or not self.in_window(ctx.step):
+            return eps
+        sharers = [(c, k // 2 if self.antithetic else k) for c, k in zip(chains, sizes) if c in self.pool]
+        draws = ctx.noise(sum(k for _, k in sharers))  # keyed by index: the first slice is the plain set
+        lo = 0
+        for c, k in sharers:
+            eps[c] = (
+                torch.cat([draws[lo : lo + k], -draws[lo : lo + k]]) if self.antithetic else draws[lo : lo + k]
+            )
+            lo += k
+        return eps
 
     def start_group(self) -> None:
         self._left = set()
@@ -314,9 +353,23 @@ class SRSoup(WeightedSum):
                 is_anchor = c in self.anchor_chains
                 onehot = c in self.anchors.values()  # the reference's compressibility trick is the anchors' only
                 g[c] = self.weighted_gradient(c, eps[c], z, top_k=in_window and onehot)
+                if in_window and c in self.pool:
+                    self.pooled_gradient(c, eps, z, g[c])
                 phases.append(("soup_anchor" if is_anchor else "weighted_sum") if in_window else "weighted_sum")
         ctx.stats.phase = phases
         return ctx.move(mean, g)
+
+    def pooled_gradient(self, chain: int, eps: dict, z: dict, g: torch.Tensor) -> torch.Tensor:
+        """A sharer's gradient with ``soup_share_radius``: its own weighted-sum gradient ``g`` plus, for each
+        reward m it weighs, w_m·Σ_k z_{j,m,k}·ε_{j,k} of every other sharer j within the radius that scored its
+        candidates under m: each sharer's search gradient as it estimated it (rewards normalized among its own
+        candidates). For centred rewards (``zscore``, ``rank``) that is what ``mean_correction=exact`` would give:
+        the shift (μ_j − μ_w)/σ cancels in the sum."""
+        for j in self.pool[chain]:
+            for m, w in enumerate(self.weights[chain].tolist()):
+                if j != chain and w > 0 and (j, m) in z:
+                    g += w * torch.tensordot(z[(j, m)].to(eps[j]), eps[j], dims=1)
+        return g
 
     def pool_rewards(self, z: dict, sharer: int, m: int, chain: int) -> torch.Tensor:
         """The normalized rewards [K] a soup chain weighs the sharer's candidates with for its reward ``m``: z_m,

@@ -42,10 +42,14 @@ def check_fraction(key: str, value, what: str = "") -> float:
     return float(value)
 
 
-def check_positive(key: str, value, what: str = "") -> float:
-    """A finite number > 0, or a ValueError naming the key, the value and (``what``) what it is."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
-        raise ValueError(f"{key}={value!r} must be a number > 0" + (f" ({what})" if what else ""))
+def check_positive(key: str, value, what: str = "", zero: bool = False) -> float:
+    """A finite number > 0 (>= 0 with ``zero``), or a ValueError naming the key, the value and (``what``) what
+    it is."""
+    number = not isinstance(value, bool) and isinstance(value, (int, float))
+    if not number or not ((value >= 0 if zero else value > 0) and value < float("inf")):
+        raise ValueError(
+            f"{key}={value!r} must be a number {'>=' if zero else '>'} 0" + (f" ({what})" if what else "")
+        )
     return float(value)
 
 

@@ -59,8 +59,7 @@ class WeightedSum(Guidance):
         by every chain drawing that many); returns each drawer's noise set {c: [K_c, ...]} and z[(chain, reward)]
         → [K_c]."""
         sizes = [self.chain_candidates(c, ctx.step, ctx.num_steps) for c, _ in drawers]
-        sets = {k: ctx.noise(k, self.antithetic) for k in dict.fromkeys(sizes)}
-        eps = {c: sets[k] for (c, _), k in zip(drawers, sizes)}
+        eps = self.noise_sets(ctx, [c for c, _ in drawers], sizes)
         if not drawers:
             return eps, {}
         mean, sigma = ctx.dist.mean, ctx.dist.sigma
@@ -76,6 +75,12 @@ class WeightedSum(Guidance):
                 ctx.record(c, name, r)
                 z[(c, m)] = self._normalize(r, name)
         return eps, z
+
+    def noise_sets(self, ctx: StepContext, chains: list[int], sizes: list[int]) -> dict[int, torch.Tensor]:
+        """Each drawing chain's noise set [K_c, ...]: one set per step and size, shared by every chain drawing that
+        many (DESIGN §1)."""
+        sets = {k: ctx.noise(k, self.antithetic) for k in dict.fromkeys(sizes)}
+        return {c: sets[k] for c, k in zip(chains, sizes)}
 
     def _normalize(self, r: torch.Tensor, name: str) -> torch.Tensor:
         z = normalize_rewards(r, self.normalize)
