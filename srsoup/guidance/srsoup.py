@@ -161,7 +161,7 @@ class SRSoup(WeightedSum):
         self.soup_share_radius = check_positive(
             "guidance.soup_share_radius", soup_share_radius, "a distance between weights; 0: off", zero=True
         )
-        self.pool: dict[int, list[int]] = {}  # sharer → the sharers (itself first among them) it pools
+        self.pool: dict[int, list[int]] = {}  # sharer → the sharers (itself among them) it pools
         k_soup = max(1, int(self.soup_candidate_factor * self.num_candidates + 0.5))
         self.soup_num_candidates = k_soup + (k_soup % 2 if self.antithetic else 0)  # pairs stay whole
         if isinstance(extra_anchors, str) and extra_anchors != "all":
@@ -195,27 +195,29 @@ class SRSoup(WeightedSum):
             if m not in self.anchors:
                 raise ValueError(f"the weight grid has no anchor (one-hot weight) for reward {name!r}")
         rows = weights.tolist()
-        extra = []
         if self.extra_anchors == "all":  # every mixed weight of the grid
             extra = [c for c in range(len(rows)) if c not in self.anchors.values()]
-        for w in [] if self.extra_anchors == "all" else self.extra_anchors:
-            match = [
-                c
-                for c, row in enumerate(rows)
-                if len(row) == len(w) and max(map(abs, map(float.__sub__, row, w))) < 1e-9
-            ]
-            if not match:
-                raise ValueError(f"guidance.extra_anchors: {w} is not a weight of the grid; valid: {rows}")
-            extra.append(match[0])
+        else:
+            extra = [self._grid_row(w, rows) for w in self.extra_anchors]
         self.sharers = {m: [a, *(c for c in extra if weights[c, m] > 0)] for m, a in self.anchors.items()}
-        # soup_share_radius: each sharer also pools the candidates of every other sharer within the radius.
-        close = [
-            (c, j)
-            for c in sorted(self.anchor_chains)
-            for j in sorted(self.anchor_chains)
-            if float((weights[j] - weights[c]).abs().max()) <= self.soup_share_radius + 1e-9
-        ]
-        self.pool = {c: [j for c2, j in close if c2 == c] for c, _ in close} if self.soup_share_radius > 0 else {}
+        # soup_share_radius: each sharer also pools the candidates of every sharer within the radius of its weight.
+        drawers, radius = sorted(self.anchor_chains), self.soup_share_radius
+        self.pool = (
+            {
+                c: [j for j in drawers if float((weights[j] - weights[c]).abs().max()) <= radius + 1e-9]
+                for c in drawers
+            }
+            if radius > 0
+            else {}
+        )
+
+    @staticmethod
+    def _grid_row(w: list[float], rows: list[list[float]]) -> int:
+        """The chain of an ``extra_anchors`` weight, or a ValueError naming it and the grid's weights."""
+        for c, row in enumerate(rows):
+            if len(row) == len(w) and max(map(abs, map(float.__sub__, row, w))) < 1e-9:
+                return c
+        raise ValueError(f"guidance.extra_anchors: {w} is not a weight of the grid; valid: {rows}")
 
     def summary_fields(self) -> dict:
         return {
