@@ -267,8 +267,12 @@ class RunDir:
                 return fingerprint
         return None
 
-    def check_compatible(self, fingerprint: dict) -> str | None:
-        """Why this run dir cannot be resumed with this config (None if it can)."""
+    def check_compatible(self, fingerprint: dict, option_defaults: dict | None = None) -> str | None:
+        """Why this run dir cannot be resumed with this config (None if it can).
+
+        ``option_defaults`` are the method's options' defaults: a guidance option that the run dir's settings do
+        not name (written by an srsoup version before the option existed) resumes when it is at its default.
+        """
         header, rows = _read_rows(self.rewards_csv)
         if header is not None and header != self.reward_columns:
             return f"run dir {self.path} has a rewards.csv with other columns; use a new hydra.run.dir"
@@ -285,6 +289,13 @@ class RunDir:
                 )
             return None
         new = dict(fingerprint)
+        if option_defaults and isinstance(old.get("guidance"), dict) and isinstance(new.get("guidance"), dict):
+            unnamed = {
+                k: v
+                for k, v in new["guidance"].items()
+                if k not in old["guidance"] and k in option_defaults and option_defaults[k] == v
+            }
+            old = {**old, "guidance": {**old["guidance"], **unnamed}}
         if _is_prefix(old.get("prompts"), new.get("prompts")):
             new["prompts"] = old["prompts"]  # prompts appended at the end (a larger prompts.limit) resume too
         if old == new:

@@ -87,7 +87,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Path:
     out = RunDir.of_rewards(
         Path(run_dir), spec.reward_names, [*spec.rewards, *spec.eval_rewards], len(spec.weights)
     )
-    problem = out.check_compatible(spec.fingerprint())
+    problem = out.check_compatible(spec.fingerprint(), spec.method_cls.option_defaults())
     if problem:
         raise SrsoupError(problem)
     if spec.fitted_from is not None:
@@ -111,7 +111,9 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Path:
 
 def run_groups(spec: RunSpec, models: Models, out: RunDir, start: float) -> Path:
     """Under the run-dir lock: repair, skip complete groups, run and commit the rest, keep summary.json current."""
-    problem = out.check_compatible(spec.fingerprint())  # again, now that no other process can write
+    problem = out.check_compatible(
+        spec.fingerprint(), spec.method_cls.option_defaults()
+    )  # again, now that no other process can write
     if problem:
         raise SrsoupError(problem)
     out.write_fingerprint(spec.fingerprint())

@@ -326,6 +326,25 @@ def test_check_compatible_names_each_changed_key_with_both_values(tmp_path):
     assert "\n" not in problem
 
 
+def test_check_compatible_resumes_an_option_added_since_at_its_default(tmp_path):
+    """A run dir written before a guidance option existed does not name it: it resumes when the option is at its
+    default, and is refused at any other value or without the method's defaults."""
+    out = fresh(tmp_path / "run")
+    out.commit_group(*group(0, 0))
+    old = {**FINGERPRINT, "guidance": {"num_candidates": 2}}
+    out.write_fingerprint(old)
+    defaults = {"num_candidates": 16, "soup_share_radius": 0.0}
+    at_default = {**old, "guidance": {"num_candidates": 2, "soup_share_radius": 0.0}}
+    assert out.check_compatible(at_default, defaults) is None
+    problem = out.check_compatible({**old, "guidance": {"num_candidates": 2, "soup_share_radius": 1.0}}, defaults)
+    assert "guidance.soup_share_radius: unset → 1.0" in problem
+    assert "guidance.soup_share_radius: unset → 0.0" in out.check_compatible(at_default)
+    # A named option keeps its value: the default does not stand in for it.
+    assert "guidance.num_candidates: 2 → 16" in out.check_compatible(
+        {**old, "guidance": {"num_candidates": 16}}, defaults
+    )
+
+
 def test_differences_reads_nested_settings():
     assert differences({"a": {"b": 1, "c": [1, 2]}}, {"a": {"b": 1, "c": [1, 3], "d": "x"}}) == [
         "a.c[1]: 2 → 3",

@@ -84,16 +84,27 @@ class Guidance(ABC):
         A constructor that takes ``**kwargs`` passes them on to its base class, so the base's keywords count too;
         one without ends the chain.
         """
-        names: list[str] = []
+        return list(cls._options())
+
+    @classmethod
+    def option_defaults(cls) -> dict:
+        """Each option's default value (options without one are left out)."""
+        return {name: p.default for name, p in cls._options().items() if p.default is not inspect.Parameter.empty}
+
+    @classmethod
+    def _options(cls) -> dict[str, inspect.Parameter]:
+        options: dict[str, inspect.Parameter] = {}
         for klass in cls.__mro__:
             init = klass.__dict__.get("__init__")
             if init is None or klass is object:
                 continue
             params = inspect.signature(init).parameters.values()
-            names += [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in names]
+            for p in params:
+                if p.kind is inspect.Parameter.KEYWORD_ONLY:
+                    options.setdefault(p.name, p)
             if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
                 break
-        return names
+        return options
 
     def setup(self, grid: torch.Tensor, reward_names: list[str]) -> None:
         """Bind the user's weight grid [L, M] and the guided reward names; ``weights`` are the output rows."""
