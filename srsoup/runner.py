@@ -87,9 +87,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Path:
     out = RunDir.of_rewards(
         Path(run_dir), spec.reward_names, [*spec.rewards, *spec.eval_rewards], len(spec.weights)
     )
-    problem = out.check_compatible(spec.fingerprint(), spec.method_cls.option_defaults())
-    if problem:
-        raise SrsoupError(problem)
+    refuse_incompatible(out, spec)
     if spec.fitted_from is not None:
         key = spec.method_cls.budget_key
         fitted = (key, spec.fitted_from, spec.guidance[key], spec.budget)
@@ -109,13 +107,16 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Path:
         raise SrsoupError(disk_error(out.path, err)) from None
 
 
-def run_groups(spec: RunSpec, models: Models, out: RunDir, start: float) -> Path:
-    """Under the run-dir lock: repair, skip complete groups, run and commit the rest, keep summary.json current."""
-    problem = out.check_compatible(
-        spec.fingerprint(), spec.method_cls.option_defaults()
-    )  # again, now that no other process can write
+def refuse_incompatible(out: RunDir, spec: RunSpec) -> None:
+    """A SrsoupError naming what differs when ``out`` holds a run with other settings than ``spec``."""
+    problem = out.check_compatible(spec.fingerprint(), spec.method_cls.option_defaults())
     if problem:
         raise SrsoupError(problem)
+
+
+def run_groups(spec: RunSpec, models: Models, out: RunDir, start: float) -> Path:
+    """Under the run-dir lock: repair, skip complete groups, run and commit the rest, keep summary.json current."""
+    refuse_incompatible(out, spec)  # again, now that no other process can write
     out.write_fingerprint(spec.fingerprint())
     done = out.repair()
     ledger = Ledger(out, describe(spec), spec.plan.reward_queries_by_reward, start, models.stats)

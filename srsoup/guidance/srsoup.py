@@ -250,9 +250,10 @@ class SRSoup(WeightedSum):
     def noise_sets(self, ctx: StepContext, chains: list[int], sizes: list[int]) -> dict[int, torch.Tensor]:
         """With ``soup_share_radius`` the sharers draw disjoint slices of one noise set inside the window (a
         pooled candidate then adds a direction rather than repeating one); otherwise one set per size."""
-        eps = super().noise_sets(ctx, chains, sizes)
         if not self.pool or not self.in_window(ctx.step):
-            return eps
+            return super().noise_sets(ctx, chains, sizes)
+        rest = [(c, k) for c, k in zip(chains, sizes) if c not in self.pool]
+        eps = super().noise_sets(ctx, [c for c, _ in rest], [k for _, k in rest])
         sharers = [(c, k // 2 if self.antithetic else k) for c, k in zip(chains, sizes) if c in self.pool]
         draws = ctx.noise(sum(k for _, k in sharers))  # keyed by index: the first slice is the plain set
         lo = 0
@@ -368,8 +369,10 @@ class SRSoup(WeightedSum):
         candidates). For centred rewards (``zscore``, ``rank``) that is what ``mean_correction=exact`` would give:
         the shift (μ_j − μ_w)/σ cancels in the sum."""
         for j in self.pool[chain]:
+            if j == chain:  # its own candidates are in g already
+                continue
             for m, w in enumerate(self.weights[chain].tolist()):
-                if j != chain and w > 0 and (j, m) in z:
+                if w > 0 and (j, m) in z:
                     g += w * torch.tensordot(z[(j, m)].to(eps[j]), eps[j], dims=1)
         return g
 
