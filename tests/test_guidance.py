@@ -574,6 +574,7 @@ def test_soup_share_radius_pools_every_sharers_gradient_and_counts_exactly(toy_b
     assert sum(r.queries for r in rewards.values()) == T * k_soup * 8
     assert g.plan(T).denoiser_evals == evals == T * 5 + (T - 1) * 5 * k_soup
     assert len(steps_g) == T
+    assert {r["phase"] for r in result.trace} == {"soup_pool"}  # every chain draws and pools at every step
     for step_g in steps_g:
         # weights[0] is the brightness anchor (0, 1), weights[4] the colourfulness one (1, 0).
         for c, (w1, w2) in enumerate(weights):

@@ -353,14 +353,21 @@ class SRSoup(WeightedSum):
                         g[c] += w * torch.tensordot(zm.to(tilde), tilde, dims=1)
                 phases.append("soup")
             else:
-                is_anchor = c in self.anchor_chains
                 onehot = c in self.anchors.values()  # the reference's compressibility trick is the anchors' only
                 g[c] = self.weighted_gradient(c, eps[c], z, top_k=in_window and onehot)
                 if in_window and c in self.pool:
                     self.pooled_gradient(c, eps, z, g[c])
-                phases.append(("soup_anchor" if is_anchor else "weighted_sum") if in_window else "weighted_sum")
+                phases.append(self._drawer_phase(c) if in_window else "weighted_sum")
         ctx.stats.phase = phases
         return ctx.move(mean, g)
+
+    def _drawer_phase(self, chain: int) -> str:
+        """trace.csv's phase of a chain that drew its own candidates in the soup window: ``soup_pool`` when it also
+        pooled other sharers' (``soup_share_radius``), ``soup_anchor`` for a sharer that did not, ``weighted_sum``
+        for a chain that left the soup (adaptive switch)."""
+        if chain in self.pool:
+            return "soup_pool"
+        return "soup_anchor" if chain in self.anchor_chains else "weighted_sum"
 
     def pooled_gradient(self, chain: int, eps: dict, z: dict, g: torch.Tensor) -> torch.Tensor:
         """A sharer's gradient with ``soup_share_radius``: its own weighted-sum gradient ``g`` plus, for each
