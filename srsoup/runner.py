@@ -159,8 +159,8 @@ def run_groups(spec: RunSpec, models: Models, out: RunDir, start: float) -> Path
     summary = ledger.write("complete")
     msg = (
         f"srsoup: {len(spec.groups) * len(spec.weights)} images ({len(spec.prompt_indices)} prompts x "
-        f"{len(spec.seeds)} seeds x {len(spec.weights)} weights, {spec.method}) in {where}/images; scores in "
-        f"{where}/rewards.csv, per-step trace in trace.csv, "
+        f"{len(spec.seeds)} seeds x {len(spec.weights)} weights, {spec.method_label}) in {where}/images; "
+        f"scores in {where}/rewards.csv, per-step trace in trace.csv, "
         f"{'every sample in samples.csv, ' if out.samples_csv.exists() else ''}totals in summary.json "
         f"({summary['reward_queries']} "
         f"reward queries, {summary['denoiser_evals']} denoiser evals)"

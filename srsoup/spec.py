@@ -76,11 +76,17 @@ class RunSpec:
     storage_dtype: torch.dtype | None = None  # the weights' storage under layerwise casting; None = dtype
     progress: bool = True
     config: dict = field(default_factory=dict)  # the resolved config with secrets redacted (srsoup/redact.py)
+    preset: str | None = None  # the guidance config chosen (Hydra's choice of the group, e.g. srsoup_pool)
     secrets: Secrets | None = field(default=None, repr=False)
 
     @property
     def method(self) -> str:
         return self.method_cls.name
+
+    @property
+    def method_label(self) -> str:
+        """The guidance config chosen (``srsoup_pool``); the method's name for a config composed outside Hydra."""
+        return self.preset or self.method
 
     @property
     def reward_names(self) -> list[str]:
@@ -141,6 +147,7 @@ def describe(spec: RunSpec) -> dict:
     plan = spec.plan
     return {
         "method": spec.method,
+        "guidance_preset": spec.preset,
         **spec.build_method().summary_fields(),
         "steps": spec.steps,
         "cfg_scale": spec.cfg_scale,
@@ -303,6 +310,15 @@ def fit_budget(
     )
 
 
+def _guidance_preset() -> str | None:
+    """The guidance group's choice (``srsoup_pool``) inside a Hydra job; None for a config composed elsewhere."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return HydraConfig.get().runtime.choices.get("guidance")
+
+
 def _resolved(cfg: DictConfig) -> dict:
     try:
         return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
@@ -454,5 +470,6 @@ def build_spec(cfg: DictConfig, planning: bool = False) -> RunSpec:
         fitted_from=fitted_from,
         progress=bool(c.get("progress", True)),
         config=secrets.redact({k: v for k, v in c.items() if k != "hydra"}),
+        preset=_guidance_preset(),
         secrets=secrets,
     )

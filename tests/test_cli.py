@@ -57,6 +57,23 @@ def test_run_from_any_directory(toy_model_dir, tmp_path):
     assert len((run_dir / "rewards.csv").read_text().splitlines()) == 7
     assert (run_dir / "srsoup.log").read_text().count("srsoup: 6 images") == 1
     assert f"in {run_dir.relative_to(tmp_path)}/images" in out.stdout
+    assert json.loads((run_dir / "summary.json").read_text())["guidance_preset"] == "srsoup"
+    # A preset of a method is named as chosen (summary.json's method stays the class's).
+    pool = srsoup(
+        "run",
+        f"model.pretrained={toy_model_dir}",
+        "guidance=srsoup_pool",
+        "sampler.steps=2",
+        "guidance.num_candidates=2",
+        "progress=false",
+        "prompts.texts=[a red circle on a blue background]",
+        "hydra.run.dir=pool",
+        cwd=tmp_path,
+    )
+    assert pool.returncode == 0, pool.stderr
+    assert "(1 prompts x 1 seeds x 6 weights, srsoup_pool) in pool/images" in pool.stdout
+    summary = json.loads((tmp_path / "pool" / "summary.json").read_text())
+    assert summary["method"] == "srsoup" and summary["guidance_preset"] == "srsoup_pool"
     # Bad input into this run's dir is refused and leaves the run as it was (only a dir of Hydra's files goes).
     before = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*"))
     out = srsoup(

@@ -35,6 +35,7 @@ def make_run(
     weights=None,
     config=None,
     seeds=(0, 1),
+    preset=None,
 ):
     """A run dir whose weight k has mean rewards points[k] over prompts × seeds."""
     (path / "images").mkdir(parents=True)
@@ -69,6 +70,8 @@ def make_run(
     }
     if config is not None:
         summary["config"] = config
+    if preset is not None:
+        summary["guidance_preset"] = preset
     (path / "summary.json").write_text(json.dumps(summary))
     return path
 
@@ -235,6 +238,21 @@ def test_runs_of_one_config_are_pooled(tmp_path):
     assert [s.label for s in report.series] == ["srsoup [k=8]", "srsoup [k=16]"]
     assert report.series[0].stats["n"].tolist() == [4]
     assert report.hv_table["reward_queries"].tolist() == [2000, 1000]
+
+
+def test_series_are_labelled_by_their_guidance_preset(tmp_path):
+    """A preset of a method (guidance=srsoup_pool) is labelled as chosen; runs of one preset that differ still
+    say how; runs from before summary.json named the preset are labelled by their method."""
+    config = {"guidance": {"name": "srsoup"}, "budget": {"k": 8}}
+    make_run(tmp_path / "paper", [(1, 2)], config=config, preset="srsoup")
+    make_run(tmp_path / "pool", [(2, 1)], config={**config, "share": 1.0}, preset="srsoup_pool")
+    pool16 = {**config, "share": 1.0, "budget": {"k": 16}}
+    make_run(tmp_path / "pool16", [(2, 2)], config=pool16, preset="srsoup_pool")
+    make_run(tmp_path / "old", [(1, 1)], config={**config, "budget": {"k": 4}})
+    report = analyse(find_runs([tmp_path / n for n in ("paper", "pool", "pool16", "old")]))
+    labels = [s.label for s in report.series]
+    assert labels == ["srsoup [k=8]", "srsoup_pool [k=8]", "srsoup_pool [k=16]", "srsoup [k=4]"]
+    assert report.hv_table["method"].tolist() == ["srsoup"] * 4
 
 
 def test_shards_of_one_config_merge_and_list_what_is_missing_or_failed(tmp_path, capsys):

@@ -38,6 +38,11 @@ class Run:
         return str(self.summary.get("method", "unknown"))
 
     @property
+    def preset(self) -> str:
+        """The guidance config the run was made with (``srsoup_pool``); its method for runs that do not say."""
+        return str(self.summary.get("guidance_preset") or self.method)
+
+    @property
     def rewards(self) -> list[str]:
         """The guided reward set, in w_ column order."""
         if "rewards" in self.summary:
@@ -221,15 +226,16 @@ def group_runs(runs: list[Run]) -> list[Series]:
         if run.rows is None and run.config_key in by_key and run.shard[1] > 1:
             by_key[run.config_key].failed_shards.append(run.shard[0])
     for s in series:
-        same_method = [o for o in series if o.method == s.method]
-        s.label = s.method
-        if len(same_method) > 1:
-            flats = [_flatten(o.runs[0].summary.get("config") or {}) for o in same_method]
+        preset = s.runs[0].preset
+        same_preset = [o for o in series if o.runs[0].preset == preset]
+        s.label = preset
+        if len(same_preset) > 1:
+            flats = [_flatten(o.runs[0].summary.get("config") or {}) for o in same_preset]
             mine = _flatten(s.runs[0].summary.get("config") or {})
             keys = sorted({k for f in flats for k in f if len({g.get(k) for g in flats}) > 1})
             keys = [k for k in keys if k.split(".")[0] not in POOLED_CONFIG_KEYS]
             diff = ", ".join(f"{k.split('.')[-1]}={mine.get(k, '-')}" for k in keys[:3])
-            s.label = f"{s.method} [{diff or s.name}]"
+            s.label = f"{preset} [{diff or s.name}]"
         if s.status == "partial":
             s.label += " (partial)"
     return series
