@@ -201,7 +201,7 @@ def image_grid(run: Run, path: Path, max_rows: int = 8, min_cell: int = 96) -> N
     cell = native * math.ceil(min_cell / native) if native < min_cell else min(native, 256)
     font = ImageFont.load_default(size=12)
     # The header's left cell is as wide as the prompt column; reward names wrap instead of running into w0.
-    header = [f"{run.name} ({run.method})", *textwrap.wrap("w: " + " / ".join(c[2:] for c in w_cols), 28)]
+    header = [f"{run.name} ({run.preset})", *textwrap.wrap("w: " + " / ".join(c[2:] for c in w_cols), 28)]
     left, top, pad = 190, max(40, 8 + 15 * len(header)), 4
     grid = Image.new("RGB", (left + len(weights) * (cell + pad), top + len(keys) * (cell + pad)), "white")
     draw = ImageDraw.Draw(grid)
